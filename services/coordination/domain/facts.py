@@ -81,6 +81,15 @@ def check_not_while_closed(facts: CaseFacts, moment: datetime) -> None:
             raise errors.case_closed(facts.case_id, period.closed_at, period.reopened_at)
 
 
+def check_given_while_open(facts: CaseFacts, starts_at: datetime) -> None:
+    """Care starting at ``starts_at`` (a delivery, or a claim for one) was given while the case
+    was open: not at or after the closure it is in now (a visit made before it may still be
+    written up), nor in a time it was closed before a reopening (``check_not_while_closed``)."""
+    if facts.closed_at is not None and starts_at >= facts.closed_at:
+        raise errors.case_closed(facts.case_id, after=facts.closed_at)
+    check_not_while_closed(facts, starts_at)
+
+
 def case_stream(case_id: str) -> str:
     return f"case-{case_id}"
 

@@ -32,7 +32,7 @@ from services.coordination.domain.commands import (
     ReleaseBudget,
     ReserveBudget,
 )
-from services.coordination.domain.facts import CaseFacts, check_not_while_closed
+from services.coordination.domain.facts import CaseFacts, check_given_while_open
 from services.coordination.domain.schedule import Schedule, ServiceStatus
 from services.coordination.domain.validation import validated
 
@@ -190,9 +190,9 @@ def decide_claim(
                 subject=f"service/{service_id}",
                 status=service.status.value,
             )
-        # Not inside a time the case was closed before a reopening: a delivery recorded
-        # before the closure reached coordination may start there, and is no care the case gave.
-        check_not_while_closed(facts, service.starts_at)
+        # A delivery recorded before the closure reached coordination may start after it, on
+        # the case closed still or reopened since: no care the case gave.
+        check_given_while_open(facts, service.starts_at)
         if service_id in claimed:
             raise RuleBroken(
                 errors.SERVICE_ALREADY_CLAIMED,

@@ -38,6 +38,7 @@ from services.coordination.domain.commands import (
 )
 from services.coordination.domain.facts import (
     CaseFacts,
+    check_given_while_open,
     check_not_before_opening,
     check_not_while_closed,
 )
@@ -250,9 +251,7 @@ def decide_delivered(
             starts_at=command.starts_at.isoformat(),
             ends_at=command.ends_at.isoformat(),
         )
-    if facts.closed_at is not None and command.starts_at >= facts.closed_at:
-        raise errors.case_closed(facts.case_id, after=facts.closed_at)
-    check_not_while_closed(facts, command.starts_at)
+    check_given_while_open(facts, command.starts_at)
     # Where it actually took place must be free too: the client was not in two places.
     if acting_for is None:
         _require_free(

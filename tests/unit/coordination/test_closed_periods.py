@@ -63,6 +63,16 @@ def _delivered(service_id: str, starts_at: datetime) -> pb.RecordServiceDelivere
     )
 
 
+def _claim(service_id: str) -> pb.FileInsuranceClaimRequest:
+    return pb.FileInsuranceClaimRequest(
+        context=command_context("coordinator", at=NOW),
+        case_id="case-1",
+        insurer=pb.Provider(provider_id="medicare", name="Medicare"),
+        amount_claimed=usd(10_000),
+        service_ids=[service_id],
+    )
+
+
 async def test_no_service_starts_in_a_time_the_case_was_closed(
     stub: Stub, intake: IntakeFeed, store: SqliteEventStore
 ) -> None:
@@ -193,17 +203,7 @@ async def test_no_claim_covers_care_delivered_in_a_time_the_case_was_closed(
         CaseReopened(case_id="case-1", reason="fell again"), "case-case-1", occurred_at=REOPENED
     )
 
-    refusal = await refused(
-        stub.FileInsuranceClaim(
-            pb.FileInsuranceClaimRequest(
-                context=command_context("coordinator", at=NOW),
-                case_id="case-1",
-                insurer=pb.Provider(provider_id="medicare", name="Medicare"),
-                amount_claimed=usd(10_000),
-                service_ids=[service.service_id],
-            )
-        )
-    )
+    refusal = await refused(stub.FileInsuranceClaim(_claim(service.service_id)))
     assert (refusal.code, refusal.rule) == (grpc.StatusCode.FAILED_PRECONDITION, "CASE_CLOSED")
     assert refusal.metadata == {
         "subject": "case/case-1",
@@ -211,3 +211,26 @@ async def test_no_claim_covers_care_delivered_in_a_time_the_case_was_closed(
         "reopened_at": REOPENED.isoformat(),
     }
     assert not [r for r in await store.read_all(0) if isinstance(r.event, InsuranceClaimFiled)]
+
+
+async def test_no_claim_covers_care_delivered_after_the_closure_the_case_is_in(
+    stub: Stub, intake: IntakeFeed, store: SqliteEventStore
+) -> None:
+    # Recorded delivered before the (backdated) closure reached coordination, and the case
+    # still closed: as a delivery starting after the closure is refused, so is its claim.
+    await intake.open_case("case-1", "client-1", [NeedCategory.HOME_CARE], at=OPENED)
+    await carried_by(store, "case-1")
+    after_closure = CLOSED + timedelta(days=5)
+    before_closure = CLOSED - 2 * AN_HOUR
+    later = await stub.ScheduleService(_booking(after_closure))
+    earlier = await stub.ScheduleService(_booking(before_closure))
+    await stub.RecordServiceDelivered(_delivered(later.service_id, after_closure))
+    await stub.RecordServiceDelivered(_delivered(earlier.service_id, before_closure))
+    await intake.close_case("case-1", at=CLOSED)
+
+    refusal = await refused(stub.FileInsuranceClaim(_claim(later.service_id)))
+    assert (refusal.code, refusal.rule) == (grpc.StatusCode.FAILED_PRECONDITION, "CASE_CLOSED")
+    assert refusal.metadata == {"subject": "case/case-1", "closed_at": CLOSED.isoformat()}
+    assert not [r for r in await store.read_all(0) if isinstance(r.event, InsuranceClaimFiled)]
+    # Care given before the closure is wrap-up: claimed as before.
+    assert (await stub.FileInsuranceClaim(_claim(earlier.service_id))).claim_id
