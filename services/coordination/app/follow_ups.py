@@ -15,8 +15,10 @@ services booked from it still to come (the provider will not give them).
 
 Fed from the bus (``FollowUps``, subscribed as ``follow-ups``), so a closure is acted on however
 late it arrives. What it records names the event it follows as its causation id, and is
-decided on the streams as they are: a closure or cancellation delivered again finds its
-follow-up recorded (or nothing left to cancel or release) and records nothing.
+decided on the streams as they are: a cancellation or a referral's end delivered again finds
+its follow-up recorded (or nothing left to cancel or release) and records nothing. A closure's
+follow-up also depends on the case facts (reopened since, or not), so it is decided once, on
+the facts as the bus has them, and remembered (``FOLLOWED``): delivered again, it does nothing.
 """
 
 from __future__ import annotations
@@ -64,6 +66,14 @@ FACTS_TRIES = 40
 """How long (tries of ``FACTS_WAIT`` seconds) a closure waits for coordination's case facts to
 hold it before the bus is asked to hand it over again later."""
 
+FOLLOWED = "follow-ups"
+"""Under what name the closures whose follow-up is done are tracked in the read models, as a
+projection's applied events are (``DocumentTransaction.mark_applied``; the follow-ups'
+consumer group's name), even when it found nothing to do. The embedded bus hands every closure
+over again at each start (Kafka keeps the group's progress): decided again there, on case
+facts built again from the bus beside it (an upgrade's new layout) that held the closure and
+not yet the reopening after it, an old closure called off the reopened case's work."""
+
 
 class FollowUps:
     """A bus handler for ``event_types``; idempotent, as the bus requires."""
@@ -99,10 +109,21 @@ class FollowUps:
                     await self._referral_ended(recorded, event.case_id, event.referral_id)
 
     async def _closed(self, recorded: RecordedEvent, case_id: str) -> None:
+        if await self._followed(recorded):
+            return  # decided once already: the same on every backend, however often delivered
         # Commands on the case are refused once the case facts hold the closure; acting only
         # after that (under the case's lock) leaves no moment in which a new service or
         # reservation is both allowed and missed by the clean-up.
-        await self._facts_hold(recorded)
+        await self._facts_hold(recorded, case_id)
+        await self._follow_closure(recorded, case_id)
+        async with self._deps.read_models.transaction() as transaction:
+            await transaction.mark_applied(FOLLOWED, [recorded.event_id])
+
+    async def _followed(self, recorded: RecordedEvent) -> bool:
+        async with self._deps.read_models.transaction() as transaction:
+            return bool(await transaction.already_applied(FOLLOWED, [recorded.event_id]))
+
+    async def _follow_closure(self, recorded: RecordedEvent, case_id: str) -> None:
         async with self._deps.locks.holding([case_lock(case_id)]):
             facts = await views.case_facts(self._deps.read_models, case_id)
             if facts is None:
@@ -174,15 +195,29 @@ class FollowUps:
                 _releases(line, case_id, service_id, reason),
             )
 
-    async def _facts_hold(self, recorded: RecordedEvent) -> None:
+    async def _facts_hold(self, recorded: RecordedEvent, case_id: str) -> None:
+        """The case facts hold the closure and all the bus has of the case (when they are fed
+        from one): a reopening already on the bus counts, however far the facts' own consumer
+        group has got (a group building them again from the bus, say); one not published yet
+        comes after the closure's follow-up."""
+        if not await self._closure_applied(recorded):
+            raise RetriableHandlerError(
+                f"closure {recorded.event_id} is not in coordination's case facts yet"
+            )
+        caught_up = self._deps.case_facts_caught_up
+        if caught_up is not None and not await caught_up(case_id):
+            raise RetriableHandlerError(
+                f"coordination's case facts do not hold all the bus has of case {case_id} yet"
+                f" (closure {recorded.event_id})"
+            )
+
+    async def _closure_applied(self, recorded: RecordedEvent) -> bool:
         for _ in range(FACTS_TRIES):
             async with self._deps.read_models.transaction() as transaction:
                 if await transaction.already_applied(CaseFactsProjection.name, [recorded.event_id]):
-                    return
+                    return True
             await asyncio.sleep(FACTS_WAIT)
-        raise RetriableHandlerError(
-            f"closure {recorded.event_id} is not in coordination's case facts yet"
-        )
+        return False
 
 
 def _releases(

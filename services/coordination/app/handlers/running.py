@@ -58,8 +58,9 @@ class Dependencies:
     time (``ServiceHost.published``); by default (tests without a relay) at once."""
     case_facts_caught_up: Callable[[str], Awaitable[bool]] | None = None
     """Whether the case facts hold all the bus has of a case, waiting a bounded time
-    (``ServiceHost.caught_up``): a referral's end on a case they miss waits for them
-    (``app.follow_ups``). ``None`` (facts not fed from a bus): as they stand."""
+    (``ServiceHost.caught_up``): a closure's follow-up waits for them, and a referral's end
+    on a case they miss (``app.follow_ups``). ``None`` (facts not fed from a bus): as they
+    stand."""
 
     def today(self) -> date:
         """The date rules about what is valid now are checked on: the agency's, on the server's
