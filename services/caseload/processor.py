@@ -36,7 +36,7 @@ from typing import Any
 
 import faust
 from faust import StreamT
-from faust.types import TransportT
+from faust.types import TP, TransportT
 
 from casetrail_platform import limits
 from casetrail_platform.bus.deadletter import failure_text
@@ -60,6 +60,7 @@ from services.caseload.domain import (
     held_key,
     restated,
 )
+from services.caseload.readiness import Readiness
 from services.caseload.recording import AccessRecorder
 from services.caseload.routing import OwnerRouter
 from services.caseload.settings import (
@@ -143,6 +144,8 @@ class CaseloadApp(faust.App):
     processing: asyncio.Lock
     """Held while a case event is processed; a transaction commits between two events
     (``transactions``)."""
+    readiness: Readiness
+    """Whether the tables hold this process's whole assignment (``ready``)."""
 
     def _new_transport(self) -> TransportT:
         # Faust has no setting for its transaction manager; the transport names it.
@@ -169,10 +172,25 @@ class CaseloadApp(faust.App):
         if self.access_recorder is not None:
             await self.access_recorder.close()
 
+    def on_rebalance_start(self) -> None:
+        # Told first: the views stop answering before anything of the rebalance happens.
+        self.readiness.rebalance_started()
+        super().on_rebalance_start()
+
+    async def _on_partitions_assigned(self, assigned: set[TP], generation_id: int = 0) -> None:
+        # Before Faust drops the revoked partitions from the tables and restores the new ones.
+        self.readiness.assigned()
+        await super()._on_partitions_assigned(assigned, generation_id)
+
+    def on_rebalance_end(self) -> None:
+        super().on_rebalance_end()
+        self.readiness.recovered()
+
     def ready(self) -> bool:
-        """Whether the tables are recovered from their changelogs and being kept current."""
-        recovery = self.tables.recovery  # type: ignore[attr-defined]  # on TableManager only
-        return bool(recovery.completed.is_set())
+        """Whether the tables are recovered from their changelogs for the current assignment
+        and being kept current: not from the start of a rebalance until its recovery ends
+        (``readiness``)."""
+        return self.readiness.ready
 
     def decode(self, message: Any) -> RecordedEvent | None:
         """The case event in ``message`` if it is one we track; ``None`` (logged when the
@@ -311,6 +329,7 @@ def build_app(settings: CaseloadSettings, registry: EventRegistry | None = None)
     app.registry = registry or default_registry()
     app.counters = Counters()
     app.processing = asyncio.Lock()
+    app.readiness = Readiness()
     _add_topology(app)
     if settings.web_enabled:
         from services.caseload.web import add_views

@@ -9,7 +9,8 @@
 ``GET /caseload-status/``               what the processor has consumed, and whether it is
                                         ready (table recovery finished); always 200 while the
                                         process answers (liveness, startup)
-``GET /caseload-status/ready/``         the same, 503 until the tables are recovered
+``GET /caseload-status/ready/``         the same, 503 until the tables are recovered, at
+                                        the start and from the start of each rebalance
                                         (readiness: no view answers from half a table)
 ======================================  ====================================================
 
@@ -30,7 +31,8 @@ per case the answer names, with the caller's own token, for the purpose stated a
 ``?purpose=`` (default ``confidentiality_review``; auditors). Otherwise 401 (no or bad token),
 403 (the policy refused; ``reason`` names the rule; the refusal is on record), 400 (unknown
 purpose, bad query) or 503 (no issuer; audit not configured or unreachable: nothing is
-disclosed that is not recorded; ``NOT_READY`` while the tables are being recovered). The
+disclosed that is not recorded; ``NOT_READY`` while the tables are being recovered: at the
+start, and from the start of each rebalance until they hold the new assignment). The
 contacts-per-day view names no case: decided, not recorded.
 """
 
@@ -158,7 +160,8 @@ def add_views(app: CaseloadApp) -> None:
 
         async def answered(view: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
             # Until this process has joined and recovered, Faust cannot route (its router
-            # raised a TypeError: a 500); answered here then, NOT_READY.
+            # raised a TypeError: a 500), and during a rebalance the assignment it routes by
+            # is being replaced; answered here then, NOT_READY.
             chosen = route if app.ready() else local
             try:
                 # Before routing: the owner is sent no body (``routing.FORWARDED_HEADERS``).

@@ -1,7 +1,8 @@
 """The caseload stream processor (Faust) on the real broker: caseloads per worker, overdue
 follow-ups and contacts per day converge from case events published by other services, survive
-a restart (tables rebuilt from their changelog topics), and the worker process serves them,
-each read recorded by audit (its real servicer in this process) before it is answered."""
+a restart (tables rebuilt from their changelog topics), are not offered while a rebalance
+restores them, and the worker process serves them, each read recorded by audit (its real
+servicer in this process) before it is answered."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator, Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ from tests.integration.caseload import (
     internal_topics,
     publish,
     scenario,
+    worker_env_of,
     worker_process,
 )
 from tests.support.audit_server import RunningAudit, audit_server
@@ -167,6 +169,70 @@ async def test_caseloads_overdue_follow_ups_and_contacts_converge_and_survive_a_
             ) == [OverdueFollowUp(day(-1), "b", "w-ben", 1)]
 
         await eventually(settled, "the new events to count", lambda: snapshot(restarted))
+
+
+@dataclass
+class Watched:
+    """What the process said of itself while a rebalance was under way."""
+
+    rebalancing: int = 0
+    """Looks with a rebalance under way (Faust's ``rebalancing`` or ``in_recovery``)."""
+    ready_meanwhile: int = 0
+    """Of those, the looks it said it was ready (the views answered, the readiness page 200)."""
+
+
+async def watch(app: CaseloadApp, watched: Watched) -> None:
+    """Looks at ``app`` every millisecond, in its own event loop, until cancelled."""
+    while True:
+        if app.rebalancing or app.in_recovery:
+            watched.rebalancing += 1
+            watched.ready_meanwhile += app.ready()
+        await asyncio.sleep(0.001)
+
+
+async def test_a_process_is_not_ready_while_a_rebalance_restores_its_tables(
+    setup: Setup, tmp_path: Path
+) -> None:
+    """Readiness was Faust's ``recovery.completed``, set at the first recovery and never
+    cleared: while a process joined and while it left again, the first answered its views from
+    tables being handed over and restored (a caseload of 0, then 1,000, ... of 15,000) and its
+    readiness page said 200 (review f-web). Fails on the old code: ready through both
+    rebalances."""
+    await publish(setup.kafka, setup.topic, scenario(History()))
+    port = free_port()
+    other = worker_env_of(replace(setup.settings, data_dir=tmp_path / "other"), port)
+    watched = Watched()
+    async with started(setup.settings) as app:
+        await eventually(lambda: converged(app), "the tables to converge", lambda: snapshot(app))
+        watching = asyncio.create_task(watch(app, watched))
+        try:
+            log_path = tmp_path / "other.log"
+            async with worker_process(other, log_path) as process, asyncio.timeout(120):
+                # Polling: the other process tells its state on its status page only.
+                while not await reports_ready(port):
+                    assert process.returncode is None, log_path.read_text()[-3000:]
+                    await asyncio.sleep(0.2)
+                rebalances = app.rebalancing_count
+            # The other process stopped and left: this one takes its partitions back.
+            await eventually(
+                lambda: app.rebalancing_count > rebalances and converged(app),
+                "the partitions taken back to be restored",
+                lambda: snapshot(app),
+            )
+        finally:
+            watching.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watching
+    assert watched.rebalancing > 0, "no rebalance seen"
+    assert watched.ready_meanwhile == 0, watched
+
+
+async def reports_ready(port: int) -> bool:
+    """Whether the process serving on ``port`` says its tables are recovered."""
+    try:
+        return (await answer(port, "/caseload-status/ready/"))[0] == 200
+    except (OSError, ValueError, IndexError):  # not listening yet
+        return False
 
 
 async def status_of(port: int, path: str, token: str | None = None) -> tuple[int, dict[str, str]]:

@@ -18,6 +18,7 @@ from events.catalog.access import AccessPurpose, RecordAccessDenied, RecordAcces
 from services.caseload.access import Caller, CaseloadGate, Refused
 from services.caseload.recording import CASES_PER_CALL, CLIENT_NAME, AccessRecorder
 from tests.support.audit_server import RunningAudit, audit_server
+from tests.support.caseload import recovered
 from tests.support.identity import TestIssuer
 from tests.support.servers import free_port
 
@@ -218,7 +219,7 @@ async def test_an_answer_routed_to_the_owning_process_keeps_the_answer_headers(
     from services.caseload.settings import CaseloadSettings
 
     app = build_app(CaseloadSettings(data_dir=tmp_path / "caseload", web_port=free_port()))
-    app.tables.recovery.completed.set()  # type: ignore[attr-defined]
+    recovered(app)
 
     async def answered_elsewhere(table: str, key: str, web: Any, request: Any) -> Any:
         return web.text('{"case_ids": ["a"]}', content_type="application/json", status=status)
@@ -291,7 +292,7 @@ async def test_a_list_names_at_most_limit_cases_and_only_those_are_recorded(
 
     it = served(tmp_path, issuer)
     app, held, recorded = it.app, it.held, it.recorded
-    app.tables.recovery.completed.set()
+    recovered(app)
     token = bearer(issuer.mint("james.liu", "auditor"))
     every = sorted(held)
     cases = [
@@ -358,7 +359,7 @@ async def test_a_certificate_bound_token_is_refused_and_nothing_is_recorded(
     import json
 
     it = served(tmp_path, issuer)
-    it.app.tables.recovery.completed.set()
+    recovered(it.app)
     bound = issuer.mint("eve", "auditor", extra={"cnf": {"x5t#S256": "A" * 43}})
     refused = await refusal(CaseloadGate(issuer.verifier()), bearer(bound), {})
     assert (refused.status, refused.code) == (401, "TOKEN_CERTIFICATE_MISMATCH")

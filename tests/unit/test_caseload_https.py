@@ -26,6 +26,7 @@ from services.caseload.processor import build_app
 from services.caseload.routing import FORWARDED_MARK
 from services.caseload.settings import CaseloadSettings, require_https_beyond_loopback
 from tests.k8s.tools import REPO
+from tests.support.caseload import recovered
 from tests.support.certificates import Certificates
 from tests.support.identity import TestIssuer
 from tests.support.servers import free_port
@@ -192,7 +193,7 @@ def _serving_worker(tmp_path: Path, name: str, env: dict[str, str]) -> Worker:
 
     assert app.access_recorder is not None
     app.access_recorder.record = record  # type: ignore[method-assign]
-    app.tables.recovery.completed.set()  # type: ignore[attr-defined]
+    recovered(app)
     app.held_cases = {held_key("w-ana", "case-1"): {"follow_up_due": None}}
     return worker
 
