@@ -36,6 +36,10 @@ ANONYMOUS_SECONDS = 15 * 60.0
 """How long a visitor may take to fill in the sign-in form."""
 MAX_SESSIONS = 10_000
 """Signed-in sessions kept, the oldest dropped beyond it (each took a verified token)."""
+MAX_SESSIONS_PER_PERSON = 5
+"""Signed-in sessions one person (a token's issuer and subject) holds, their own oldest ended
+beyond it: a console open in a few browsers, never enough to push others out of
+``MAX_SESSIONS``."""
 
 
 @dataclass
@@ -54,6 +58,16 @@ class Session:
 
 
 class SessionStore:
+    """The signed-in sessions of one console process.
+
+    A person holds at most ``MAX_SESSIONS_PER_PERSON``: their sixth sign-in ends their own
+    oldest session. One token signed in again and again (a sign-in form posted 10,001 times)
+    filled ``MAX_SESSIONS`` and dropped everyone else's. Filling it now takes verified tokens
+    of ``MAX_SESSIONS / MAX_SESSIONS_PER_PERSON`` (2,000) different people, each an auditor or
+    supervisor the issuer vouches for; past it the oldest sessions, anyone's, are still dropped,
+    which only the issuer can bring about.
+    """
+
     def __init__(
         self,
         *,
@@ -67,6 +81,8 @@ class SessionStore:
         self._anonymous_signer = Signer(secret, salt="console-signin")
         self._csrf_signer = Signer(secret, salt="console-signin-csrf")
         self._signed_in: OrderedDict[str, Session] = OrderedDict()
+        self._of_person: dict[tuple[str, str], OrderedDict[str, None]] = {}
+        """Each person's signed-in session ids, oldest first."""
         self.lifetime = lifetime
         self.idle = idle
         self._clock = clock
@@ -122,13 +138,23 @@ class SessionStore:
         expires_at = min(now + self.lifetime, until)
         session = Session(_new_id(), _new_id(), expires_at, now, principal, token, purpose)
         self._signed_in[session.id] = session
+        theirs = self._of_person.setdefault(_person(principal), OrderedDict())
+        theirs[session.id] = None
+        while len(theirs) > MAX_SESSIONS_PER_PERSON:
+            self.end(self._signed_in[next(iter(theirs))])
         while len(self._signed_in) > MAX_SESSIONS:
-            self._signed_in.popitem(last=False)
+            self.end(next(iter(self._signed_in.values())))
         return session
 
     def end(self, session: Session) -> None:
         """Ends a signed-in session (a sign-in form's lasts until its cookie expires)."""
-        self._signed_in.pop(session.id, None)
+        if self._signed_in.pop(session.id, None) is None or session.principal is None:
+            return
+        person = _person(session.principal)
+        theirs = self._of_person[person]
+        del theirs[session.id]
+        if not theirs:
+            del self._of_person[person]
 
     def cookie_value(self, session: Session) -> str:
         if session.signed_in:
@@ -144,6 +170,11 @@ def csrf_matches(session: Session, given: object) -> bool:
         and given.isascii()
         and hmac.compare_digest(session.csrf.encode(), given.encode())
     )
+
+
+def _person(principal: Principal) -> tuple[str, str]:
+    """Who signed in: a subject is one person within its issuer."""
+    return principal.issuer, principal.subject
 
 
 def _new_id() -> str:

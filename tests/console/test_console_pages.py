@@ -22,7 +22,13 @@ from events.catalog.base import Role
 from services.console import pages
 from services.console import settings as settings_module
 from services.console.app import create_app
-from services.console.sessions import MAX_SESSIONS, SessionStore
+from services.console.sessions import (
+    ANONYMOUS_COOKIE,
+    COOKIE,
+    MAX_SESSIONS,
+    MAX_SESSIONS_PER_PERSON,
+    SessionStore,
+)
 from tests.console.conftest import DemoCasetrail
 from tests.console.pages import AUDITOR, accessed_by, csrf_of, sign_in, sign_in_pasting
 
@@ -171,6 +177,77 @@ def test_no_flood_of_visitors_keeps_an_auditor_from_signing_in(
         )
     assert answer.status_code == 200, answer.text
     assert "Find a case" in answer.text
+
+
+def test_one_person_signing_in_again_and_again_signs_nobody_else_out(clock: Clock) -> None:
+    """A person holds MAX_SESSIONS_PER_PERSON sessions, their own oldest ended past it: one
+    supervisor's token signed in 10,001 times filled MAX_SESSIONS and dropped everyone else's
+    (review f-web). A namesake of another issuer is another person. Fails on the old code:
+    the auditor signed out, the supervisor holding 10,000 sessions."""
+    sessions = SessionStore(lifetime=3600, idle=3600, clock=clock)
+    auditor = Principal(AUDITOR, Role.AUDITOR, "example-agency", "https://issuer.example")
+    namesake = Principal("mallory", Role.AUDITOR, "example-agency", "https://other.example")
+    mallory = Principal("mallory", Role.SUPERVISOR, "example-agency", "https://issuer.example")
+    kept = [
+        sessions.sign_in(None, person, "token", "confidentiality_review", clock() + 600)
+        for person in (auditor, namesake)
+    ]
+    cookies = [
+        sessions.cookie_value(
+            sessions.sign_in(None, mallory, "token", "supervision", clock() + 600)
+        )
+        for _ in range(MAX_SESSIONS + 1)
+    ]
+    for session in kept:
+        assert sessions.find(sessions.cookie_value(session)) is session
+    assert [sessions.find(cookie) is not None for cookie in cookies[-6:]] == [
+        False,
+        *[True] * MAX_SESSIONS_PER_PERSON,
+    ]
+    assert all(sessions.find(cookie) is None for cookie in cookies[:-MAX_SESSIONS_PER_PERSON])
+    # Signing out makes room: their next sign-in ends none of their others.
+    latest = sessions.find(cookies[-1])
+    assert latest is not None
+    sessions.end(latest)
+    sessions.sign_in(None, mallory, "token", "supervision", clock() + 600)
+    assert all(sessions.find(cookie) is not None for cookie in cookies[-5:-1])
+
+
+def test_one_sign_in_form_posted_again_and_again_signs_nobody_else_out(
+    demo_casetrail: DemoCasetrail, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through the console: one form's cookie and CSRF token posted past MAX_SESSIONS (10,001
+    times; here it is 10) with the same user signed the auditor out. Fails on the old code."""
+    from services.console import sessions as sessions_module
+
+    monkeypatch.setattr(sessions_module, "MAX_SESSIONS", 10)
+    app = create_app(demo_casetrail.settings())
+    with (
+        TestClient(app, base_url="http://127.0.0.1", follow_redirects=True) as auditor,
+        TestClient(app, base_url="http://127.0.0.1") as flooder,
+    ):
+        sign_in(auditor)
+        form = flooder.get("/signin")
+        form_cookie, csrf = flooder.cookies[ANONYMOUS_COOKIE], csrf_of(form.text)
+        for _ in range(10 + 1):
+            flooder.cookies.clear()
+            flooder.cookies.set(ANONYMOUS_COOKIE, form_cookie)
+            signed = flooder.post(
+                "/signin",
+                data={
+                    "csrf": csrf,
+                    "method": "development",
+                    "user": "mallory",
+                    "role": "supervisor",
+                    "purpose": "supervision",
+                },
+                follow_redirects=False,
+            )
+            assert signed.status_code == 303, signed.text
+            assert COOKIE in flooder.cookies
+        page = auditor.get("/", follow_redirects=False)
+    assert page.status_code == 200, page.headers.get("location")
+    assert "Find a case" in page.text
 
 
 def test_a_sign_in_forms_session_is_its_cookie_alone(clock: Clock) -> None:
