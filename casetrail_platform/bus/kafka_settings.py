@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from casetrail_platform.addresses import MAX_PORT, port_problem, unbracketed
 from casetrail_platform.bus.kafka_security import KafkaSecurity
 from casetrail_platform.bus.retry import Backoff
+from casetrail_platform.whole_numbers import ascii_whole_number
 
 DEFAULT_KAFKA_PORT = 19092
 DEFAULT_FETCH_MAX_WAIT_MS = 20
@@ -75,11 +76,12 @@ class KafkaSettings:
                 raise ValueError(f"{BOOTSTRAP_VARIABLE}: {problem}")
         else:
             port = env.get(PORT_VARIABLE, str(DEFAULT_KAFKA_PORT)).strip()
-            if not port.isascii() or not port.isdigit() or not 1 <= int(port) <= MAX_PORT:
+            number = ascii_whole_number(port)
+            if number is None or not 1 <= number <= MAX_PORT:
                 raise ValueError(
                     f"{PORT_VARIABLE} must be a port from 1 to {MAX_PORT}, got {port!r}"
                 )
-            bootstrap = f"127.0.0.1:{port}"
+            bootstrap = f"127.0.0.1:{number}"
         return cls(
             bootstrap_servers=bootstrap,
             security=KafkaSecurity.from_env(env),
@@ -136,9 +138,10 @@ def _fetch_max_wait_ms(env: Mapping[str, str]) -> int:
     configured = env.get(FETCH_MAX_WAIT_VARIABLE, "").strip()
     if not configured:
         return DEFAULT_FETCH_MAX_WAIT_MS
-    if not configured.isdigit() or not 1 <= int(configured) <= MAX_FETCH_WAIT_MS:
+    milliseconds = ascii_whole_number(configured)
+    if milliseconds is None or not 1 <= milliseconds <= MAX_FETCH_WAIT_MS:
         raise ValueError(
             f"{FETCH_MAX_WAIT_VARIABLE} must be milliseconds from 1 to {MAX_FETCH_WAIT_MS},"
             f" got {configured!r}"
         )
-    return int(configured)
+    return milliseconds

@@ -17,6 +17,7 @@ from aiokafka.errors import TopicAlreadyExistsError, for_code
 
 from casetrail_platform.bus.errors import TopicConfigurationError
 from casetrail_platform.bus.kafka_settings import KafkaSettings
+from casetrail_platform.whole_numbers import whole_number
 from events.topics import (
     DEAD_LETTER_PARTITIONS,
     DEFAULT_CASE_EVENTS_TOPIC,
@@ -47,7 +48,6 @@ __all__ = [
     "dead_letter_topic",
     "ensure_dead_letter_topics",
     "ensure_topics",
-    "whole_number",
 ]
 
 
@@ -163,16 +163,6 @@ class TopicSettings:
                 )
             )
         return topics
-
-
-def whole_number(environ: Mapping[str, str], name: str, default: int) -> int:
-    """The whole number in variable ``name``; ``default`` when unset or empty."""
-    text = environ.get(name, "").strip()
-    if not text:
-        return default
-    if not text.isdigit():
-        raise ValueError(f"{name} must be a whole number, got {text!r}")
-    return int(text)
 
 
 async def ensure_topics(

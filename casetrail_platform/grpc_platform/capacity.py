@@ -24,6 +24,7 @@ import grpc
 from grpc_status import rpc_status
 
 from casetrail_platform.grpc_platform.errors import busy_status
+from casetrail_platform.whole_numbers import ascii_whole_number
 
 MAX_CALLS_VARIABLE = "CASETRAIL_GRPC_MAX_CALLS"
 MAX_STREAMS_VARIABLE = "CASETRAIL_GRPC_MAX_STREAMS"
@@ -57,14 +58,11 @@ class Capacity:
 
 
 def _positive(environ: Mapping[str, str], name: str, default: int) -> int:
-    text = environ.get(name) or ""
+    text = (environ.get(name) or "").strip()
     if not text:
         return default
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
+    value = ascii_whole_number(text)
+    if value is None or value < 1:
         raise ValueError(f"{name} must be a whole number of calls, at least 1 (got {text!r})")
     return value
 

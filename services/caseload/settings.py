@@ -11,7 +11,7 @@ from pathlib import Path
 
 from casetrail_platform.ages import agency_time_zone
 from casetrail_platform.bus.kafka_settings import KafkaSettings
-from casetrail_platform.bus.topics import TopicSettings, whole_number
+from casetrail_platform.bus.topics import TopicSettings
 from casetrail_platform.grpc_platform.server import allow_plaintext, require_tls_beyond_loopback
 from casetrail_platform.identity.settings import IssuerSettings
 from casetrail_platform.identity.tls import (
@@ -22,6 +22,7 @@ from casetrail_platform.identity.tls import (
     ServerTls,
     require_tls_beyond_loopback_target,
 )
+from casetrail_platform.whole_numbers import whole_number
 from events.topics import DEFAULT_CASE_EVENTS_TOPIC, check_topic_name
 
 DEFAULT_APP_ID = "casetrail-caseload-v2"

@@ -14,6 +14,7 @@ from casetrail_platform.identity.tls import (
     require_tls_beyond_loopback_target,
 )
 from casetrail_platform.identity.verifier import TokenVerifier
+from casetrail_platform.whole_numbers import ascii_whole_number
 
 DEFAULT_PORT = 7305
 """Next to the services' 7301-7304 (make run), below Linux's ephemeral range."""
@@ -37,10 +38,10 @@ def idle_seconds_from_env(environ: Mapping[str, str]) -> float:
     if not text:
         return IDLE_SECONDS
     most = int(SESSION_SECONDS // 60)
-    # ASCII digits only: "²" passes isdigit() and int() refuses it; an Arabic-Indic one reads as 1.
-    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= most:
+    minutes = ascii_whole_number(text)
+    if minutes is None or not 1 <= minutes <= most:
         raise ValueError(f"{IDLE_VARIABLE} must be a whole number of minutes from 1 to {most}")
-    return int(text) * 60.0
+    return minutes * 60.0
 
 
 def development_sign_in_refusal(host: str) -> str | None:

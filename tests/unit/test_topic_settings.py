@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +14,10 @@ import pytest
 
 from casetrail_platform.bus.kafka_settings import KafkaSettings
 from casetrail_platform.bus.topics import TopicSettings
+from casetrail_platform.grpc_platform.capacity import Capacity
 from services import runner
 from services.caseload.settings import CaseloadSettings
+from services.console.settings import idle_seconds_from_env
 from tests.support.runner import composed_infrastructure
 
 CHART_ENV = {
@@ -48,6 +51,34 @@ def test_unset_the_development_defaults_serve_one_local_broker() -> None:
 def test_a_malformed_variable_is_named(name: str, value: str) -> None:
     with pytest.raises(ValueError, match=name):
         TopicSettings.from_env({**CHART_ENV, name: value})
+
+
+NUMBER_SETTINGS: list[tuple[str, Callable[[dict[str, str]], object]]] = [
+    ("CASETRAIL_CASE_EVENTS_PARTITIONS", TopicSettings.from_env),
+    ("CASETRAIL_CASELOAD_SESSION_TIMEOUT", CaseloadSettings.from_env),
+    ("CASETRAIL_CASELOAD_WEB_PORT", CaseloadSettings.from_env),
+    ("CASETRAIL_KAFKA_PORT", KafkaSettings.from_env),
+    ("CASETRAIL_KAFKA_FETCH_MAX_WAIT_MS", KafkaSettings.from_env),
+    ("CASETRAIL_GRPC_MAX_CALLS", Capacity.from_env),
+    ("CASETRAIL_CONSOLE_IDLE_MINUTES", idle_seconds_from_env),
+]
+"""The whole numbers the environment sets, each with what reads it (``whole_numbers``)."""
+
+
+@pytest.mark.parametrize(("name", "read"), NUMBER_SETTINGS)
+@pytest.mark.parametrize(
+    "value",
+    ["\u00b2", "1\u0662", "1" * 5000],
+    ids=["superscript-two", "arabic-indic-two", "5000-digits"],
+)
+def test_a_number_setting_is_ascii_digits_or_refused_naming_its_variable(
+    name: str, read: Callable[[dict[str, str]], object], value: str
+) -> None:
+    """A superscript "²" passed ``str.isdigit`` and ``int`` refused it with "invalid literal
+    for int()", naming no variable; "1٢" was read as 12 (``int`` takes any script's digits),
+    and 5,000 digits failed ``int``'s limit, naming no variable either."""
+    with pytest.raises(ValueError, match=name):
+        read({name: value})
 
 
 def test_min_insync_above_the_replication_factor_is_refused() -> None:
