@@ -148,7 +148,8 @@ class DocumentTransaction(ABC):
 
 
 PENDING_FORGET_RETRY_SECONDS = 60.0
-"""How long after a failed ``forget_if_pending`` it is tried again (``ReadModelStore``)."""
+"""How long after a failed ``forget_if_pending`` it is tried again, and how often a bus-fed
+projection's batches look at the store's mark (``forget_if_due``; ``ReadModelStore``)."""
 
 ERASURE_FORGET_PATIENCE_SECONDS = 1.0
 """How long the forgetting right after an erasure's commit (``forget_after_erasure``) waits
@@ -252,7 +253,9 @@ class ReadModelStore(ABC):
         return
 
     _forget_retry_at: float = 0.0
-    _forget_failed: bool = False
+    """Before it neither ``forget_if_pending`` nor ``forget_if_due`` looks at the mark: set
+    ``PENDING_FORGET_RETRY_SECONDS`` on by a failed try and by each look ``forget_if_due``
+    takes."""
 
     async def forget_if_pending(self) -> None:
         """``forget_overwritten`` while a committed transaction's mark (``mark_overwritten``)
@@ -264,7 +267,7 @@ class ReadModelStore(ABC):
         hours (a backup): each catch-up would wait ``FORGET_PATIENCE_SECONDS`` and fail. So a
         failure is logged and the mark stays, tried again after
         ``PENDING_FORGET_RETRY_SECONDS``, by the next catch-up then, the next bus-fed batch
-        (``forget_if_failed``) or the next opening."""
+        (``forget_if_due``) or the next opening."""
         if time.monotonic() < self._forget_retry_at:
             return
         # One try, no patience: its wait held the store's writer, every read model's write
@@ -280,25 +283,27 @@ class ReadModelStore(ABC):
 
     async def _forget_once(self, *, patience: float) -> None:
         if not await self.forgetting_pending():
-            self._forget_failed = False
             return
         try:
             await self.forget_overwritten(patience=patience)
         except StorageUnavailableError as error:
-            self._forget_failed = True
             self._forget_retry_at = time.monotonic() + PENDING_FORGET_RETRY_SECONDS
             log.warning("values an erasure overwrote not forgotten yet: %s", failure_text(error))
-            return
-        self._forget_failed = False
 
-    async def forget_if_failed(self) -> None:
-        """``forget_if_pending`` while its last try failed (then once due again), asking
-        nothing otherwise: a bus-fed projection runs it with every batch. Nothing else asks
-        again while the service runs: the bus handler forgets only after an erasure, and a
-        retirement's or an opening's failed try (``retire``, beside a backup's
-        snapshot) left the retired values in the files until the next start."""
-        if self._forget_failed:
-            await self.forget_if_pending()
+    async def forget_if_due(self) -> None:
+        """One try, as ``forget_if_pending``'s, once ``PENDING_FORGET_RETRY_SECONDS`` have
+        passed since the last look or failed try, asking nothing before: a bus-fed projection
+        runs it with every batch, and it costs one query a minute. The mark is the store's,
+        on PostgreSQL every replica's of the service: whichever replica's erasure, retirement
+        or opening left it, each replica still running forgets it. Only the replica whose own
+        try had failed asked again, so once it left (scaled down, rescheduled) the values
+        stayed in the files until a start, or a catch-up of a projection fed from the
+        service's own store, of which planning has none."""
+        now = time.monotonic()
+        if now < self._forget_retry_at:
+            return
+        self._forget_retry_at = now + PENDING_FORGET_RETRY_SECONDS
+        await self._forget_once(patience=0.0)
 
     async def forgetting_pending(self) -> bool:
         """Whether a mark says an erasure's overwritten values may still be in the files. By

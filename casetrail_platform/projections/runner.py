@@ -186,9 +186,10 @@ class BusProjectionHandler:
         await self.handle_batch((recorded,))
 
     async def handle_batch(self, records: Sequence[RecordedEvent]) -> None:
-        # A pending forget that failed (the store's opening, a retired layout's reset) is
-        # tried again here, as ``catch_up`` does for the projections fed from the own store.
-        await self._read_models.forget_if_failed()
+        # A pending forget, left by any replica's erasure, retirement or opening, is tried
+        # again here (a minute apart at most), as ``catch_up`` does for the projections fed
+        # from the service's own store.
+        await self._read_models.forget_if_due()
         name = self._projection.name
         # An idempotent projection neither tracks ids nor takes the projection's lock (it
         # comes with ``already_applied``): its writes are conditional (``Projection.idempotent``).
