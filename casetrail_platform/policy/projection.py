@@ -21,6 +21,7 @@ from casetrail_platform.projections.port import (
     DocumentTransaction,
     Projection,
     ReadModelStore,
+    RetiredLayout,
 )
 from events.catalog.erasure import ClientErased
 from events.envelope import RecordedEvent
@@ -31,7 +32,8 @@ RETIRED = "policy.case-facts"
 RETIRED_COLLECTIONS = ("policy_case_facts", erased_marks("policy_case_facts"))
 """The projection before ``v2`` and its collections: a consent's entry there did not keep its
 recipient's kind, so a consent to an agency could not be told from one to a person of the same
-id and covered no one. ``retire_old_facts_layout`` deletes them at the service's start."""
+id and covered no one. ``retire_old_facts_layout`` deletes them at the service's start, and
+the projection again later (``Projection.retired``)."""
 
 
 class CaseFactsProjection(Projection):
@@ -41,6 +43,7 @@ class CaseFactsProjection(Projection):
     """v2: a new name and new collections, so a deployment builds it again from the bus
     (``RETIRED``)."""
     collections = (FACTS, erased_marks(FACTS))
+    retired = (RetiredLayout(RETIRED, RETIRED_COLLECTIONS),)
     event_types = FACT_EVENT_TYPES
 
     async def apply(self, transaction: DocumentTransaction, recorded: RecordedEvent) -> None:
@@ -79,7 +82,7 @@ ERASURE = CaseErasure(FACTS, _forget_categories)
 async def retire_old_facts_layout(read_models: ReadModelStore) -> None:
     """Delete what the projection before ``v2`` left (nothing once done: a no-op after)."""
     # Its entries held the categories of need and of consents, health data: no copy stays.
-    await read_models.retire(RETIRED, RETIRED_COLLECTIONS)
+    await read_models.retire(CaseFactsProjection.retired)
 
 
 class CaseFactsReader:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
@@ -164,6 +164,15 @@ clear (SQLite: a reader of the write-ahead log; PostgreSQL: a snapshot older tha
 erasure), before ``StorageUnavailableError``: the caller's batch is tried again."""
 
 
+@dataclass(frozen=True, slots=True)
+class RetiredLayout:
+    """A layout a projection replaced, kept under its old name (its tracking) in
+    ``collections``, which held sensitive values in the clear (``ReadModelStore.retire``)."""
+
+    projection: str
+    collections: tuple[str, ...]
+
+
 @dataclass(frozen=True)
 class KeyRange:
     """Keys strictly between ``low`` and ``high`` (byte order) whose documents' top-level
@@ -237,14 +246,20 @@ class ReadModelStore(ABC):
         files too (a retired layout's sensitive values): a reset that deleted anything leaves
         its mark (``mark_overwritten``) with its commit, for ``forget_if_pending``."""
 
-    async def retire(self, projection: str, collections: tuple[str, ...]) -> None:
-        """Delete what a projection's retired layout left (nothing once done: a no-op after),
-        its values leaving the store's files too: they were kept in the clear. Forgotten in one
-        try, never waited for: a snapshot older than the deletion (a backup) may stay open for
-        hours, and waiting for it failed the service's start. The mark stays for the store's
-        later tries (``forget_if_pending``) until one succeeds."""
-        if await self.reset(projection, collections, forget=True):
-            await self.forget_if_pending()
+    async def retire(self, layouts: Iterable[RetiredLayout]) -> None:
+        """Delete what a projection's retired layouts left (nothing once done: a no-op after),
+        their values leaving the store's files too: they were kept in the clear. Forgotten in
+        one try, never waited for: a snapshot older than the deletion (a backup) may stay open
+        for hours, and waiting for it failed the service's start. The mark stays for the
+        store's later tries (``forget_if_pending``) until one succeeds."""
+        deleted = [
+            await self.reset(layout.projection, layout.collections, forget=True)
+            for layout in layouts
+        ]
+        if any(deleted):
+            # Now, however lately the store looked at the mark (``forget_if_due``): the values
+            # were just deleted for leaving the files.
+            await self._forget_once(patience=0.0)
 
     async def forget_overwritten(self, patience: float | None = None) -> None:
         """Make sure no file of the store keeps bytes that were just overwritten (after an
@@ -330,6 +345,11 @@ class Projection(ABC):
 
     name: str
     collections: tuple[str, ...]
+    retired: tuple[RetiredLayout, ...] = ()
+    """The layouts this projection replaced: deleted at its service's start and, fed from the
+    bus, again with every erasure it is given and every ``RETIRE_AGAIN_SECONDS``
+    (``BusProjectionHandler``): in a rolling upgrade the old replica goes on writing its
+    layout after the new one's start retired it, until it stops."""
     event_types: frozenset[str] | None = None
     """The event types ``apply`` reacts to (``None``: maybe any). Fed from the bus, a
     projection is not even given the others: they are skipped before decoding."""

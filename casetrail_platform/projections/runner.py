@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 
 from casetrail_platform.bus.deadletter import failure_text
@@ -20,6 +21,10 @@ log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int, int], None]
 """Called with (position reached, last position of the store) while catching up."""
+
+RETIRE_AGAIN_SECONDS = 300.0
+"""How often a bus-fed projection deletes again what its retired layouts hold
+(``Projection.retired``): one transaction deleting nothing, once the upgrade is done."""
 
 
 async def catch_up(
@@ -181,6 +186,8 @@ class BusProjectionHandler:
         without a service would mix every service's lag)."""
         self._on_erased = on_erased
         """Told of every erasure applied (the service's keyring drops the client's keys)."""
+        self._retire_again_at = time.monotonic() + RETIRE_AGAIN_SECONDS
+        """The service's start has just retired the projection's old layouts."""
 
     async def __call__(self, recorded: RecordedEvent) -> None:
         await self.handle_batch((recorded,))
@@ -190,6 +197,7 @@ class BusProjectionHandler:
         # again here (a minute apart at most), as ``catch_up`` does for the projections fed
         # from the service's own store.
         await self._read_models.forget_if_due()
+        await self._retire_again_if_due()
         name = self._projection.name
         # An idempotent projection neither tracks ids nor takes the projection's lock (it
         # comes with ``already_applied``): its writes are conditional (``Projection.idempotent``).
@@ -222,6 +230,10 @@ class BusProjectionHandler:
             if self._on_erased is not None:
                 self._on_erased(erased)
         if erasures:
+            # What an old replica wrote to a retired layout after the start retired it (a
+            # rolling upgrade) may hold the erased client's values in the clear, and once that
+            # replica has stopped nothing scrubs them: the layout goes, on a redelivery too.
+            await self._read_models.retire(self._projection.retired)
             # Never failing the batch: an older snapshot open for hours (a backup) held every
             # later event back. A repeat with no mark left asks nothing; a mark left by a
             # restart between the commit and the forgetting is tried here too.
@@ -229,6 +241,14 @@ class BusProjectionHandler:
         # Only what was applied now: a repeat (a batch redelivered after a restart, hours
         # after it was recorded) would add an observation as old as the event, not a delay.
         observe_projection(self._service, name, applied)
+
+    async def _retire_again_if_due(self) -> None:
+        # The old replica of a rolling upgrade stops minutes after the new one's start: what
+        # it wrote meanwhile goes with the next batch due, not at the next start (weeks on).
+        if not self._projection.retired or time.monotonic() < self._retire_again_at:
+            return
+        self._retire_again_at = time.monotonic() + RETIRE_AGAIN_SECONDS
+        await self._read_models.retire(self._projection.retired)
 
 
 def _is_erasure(recorded: RecordedEvent) -> bool:

@@ -4,7 +4,13 @@ snapshots (review of platform, h-platform): it asked every start to forget what 
 overwrote, deleted or not, waited ``FORGET_PATIENCE_SECONDS`` for every snapshot older than
 that (a backup's pg_dump, an operator's reader of the SQLite file) and raised, so neither
 service started while one stayed open. Now only a reset that deleted something forgets, and
-once: the mark stays for ``forget_if_pending`` while it cannot."""
+once: the mark stays for ``forget_if_pending`` while it cannot.
+
+In a rolling upgrade the old replica goes on writing its layout after the new one's start
+retired it (review of platform, f-platform): what it wrote stayed until the next start, and an
+erasure handled by the new projection left the erased client's values in it. The new
+projection retires its old layouts again with every erasure and every
+``RETIRE_AGAIN_SECONDS``."""
 
 from __future__ import annotations
 
@@ -17,8 +23,9 @@ import pytest
 
 from casetrail_platform.policy import projection as policy_facts
 from casetrail_platform.projections import port
-from casetrail_platform.projections.port import ReadModelStore
+from casetrail_platform.projections.port import Projection, ReadModelStore
 from casetrail_platform.projections.runner import BusProjectionHandler
+from events.catalog.erasure import ClientErased
 from events.catalog.examples import CASE, example_events
 from services.audit.adapters import timeline
 from services.coordination.adapters import projections as coordination_facts
@@ -147,3 +154,74 @@ async def test_a_retirement_left_pending_is_forgotten_by_the_next_bus_batch(
             assert time.monotonic() < deadline
             await handler(producer.record(opened, occurred_at=T0))
             await asyncio.sleep(0.1)
+
+
+PROJECTIONS = [
+    pytest.param(case_views.CaseViewProjection, id="planning"),
+    pytest.param(timeline.TimelineProjection, id="audit"),
+    pytest.param(coordination_facts.CaseFactsProjection, id="coordination"),
+    pytest.param(policy_facts.CaseFactsProjection, id="policy-facts"),
+]
+"""Each projection that replaced a layout, whose start retires it (``LAYOUTS``)."""
+
+
+async def _written_by_the_old_replica(read_models: ReadModelStore, projection: Projection) -> None:
+    """A rolling upgrade (the chart's maxSurge 1, maxUnavailable 0): the new replica's start
+    has retired the old layouts, and the old replica, serving until the new one is ready,
+    writes its next events to them."""
+    assert projection.retired
+    await read_models.retire(projection.retired)
+    for layout in projection.retired:
+        await _old_layout(read_models, layout.projection, layout.collections)
+
+
+async def _left_in(read_models: ReadModelStore, projection: Projection) -> list[str]:
+    """The collections of ``projection``'s retired layouts that still hold documents."""
+    return [
+        collection
+        for layout in projection.retired
+        for collection in layout.collections
+        if [item async for item in read_models.scan(collection)]
+    ]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("kind", PROJECTIONS)
+async def test_an_erasure_deletes_what_the_old_replica_wrote_to_a_retired_layout(
+    backend: str, kind: type[Projection], tmp_path: Path
+) -> None:
+    """What the old replica wrote after the start's retirement (a client's need and consent
+    categories) stayed until the next start, and the erasure, handled by the new projection,
+    scrubbed only its own layout: the erased client's values stayed in the clear."""
+    projection = kind()
+    erasure = next(event for event in example_events() if isinstance(event, ClientErased))
+    async with read_models_on(backend, tmp_path, "retired_erasure") as read_models:
+        handler = BusProjectionHandler(read_models, projection, service="test")
+        await _written_by_the_old_replica(read_models, projection)
+        producer = Producer("casetrail/intake", f"client-{erasure.client_id}")
+        await handler(producer.record(erasure, occurred_at=T0))
+        assert await _left_in(read_models, projection) == []
+        for layout in projection.retired:
+            assert await read_models.applied_position(layout.projection) == 0
+        assert await _forgotten(read_models)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("kind", PROJECTIONS)
+async def test_what_the_old_replica_wrote_after_the_start_is_deleted_minutes_later(
+    backend: str, kind: type[Projection], tmp_path: Path
+) -> None:
+    """Without an erasure it stayed until the next start, weeks on: a bus-fed projection
+    retires its old layouts again every ``RETIRE_AGAIN_SECONDS``, not with every batch."""
+    projection = kind()
+    opened = next(event for event in example_events() if event.subject == CASE)
+    producer = Producer("casetrail/intake", f"case-{CASE}")
+    async with read_models_on(backend, tmp_path, "retired_again") as read_models:
+        handler = BusProjectionHandler(read_models, projection, service="test")
+        await _written_by_the_old_replica(read_models, projection)
+        await handler(producer.record(opened, occurred_at=T0))
+        assert await _left_in(read_models, projection) != []  # the start has just retired
+        handler._retire_again_at = 0.0  # RETIRE_AGAIN_SECONDS later
+        await handler(producer.record(opened, occurred_at=T0))
+        assert await _left_in(read_models, projection) == []
+        assert await _forgotten(read_models)

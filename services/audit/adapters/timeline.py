@@ -46,6 +46,7 @@ from casetrail_platform.projections.port import (
     KeyRange,
     Projection,
     ReadModelStore,
+    RetiredLayout,
 )
 from events.catalog.cases import CaseOpened
 from events.catalog.clients import ClientDateOfBirthCorrected, ClientRegistered
@@ -81,7 +82,8 @@ name (the facts moved to their own collection, each event stored once apart from
 so a timeline built before went on under the new code with its seen-markers skipping every
 old event: no facts for the old cases (their access decisions), pages that failed on index
 entries holding whole events, and the old facts entries, categories of need in the clear, out
-of the erasure's reach. ``retire_old_layout`` deletes it all at audit's start."""
+of the erasure's reach. ``retire_old_layout`` deletes it all at audit's start, and the
+projection again later (``Projection.retired``)."""
 
 HISTORY, ACCESSES = "h", "a"
 _CLOCKS = {TimeBasis.OCCURRED: "o", TimeBasis.RECORDED: "r"}
@@ -124,6 +126,7 @@ class TimelineProjection(Projection):
     """v2: a new name and new collections, so a deployment builds it again from the bus
     (``RETIRED``)."""
     collections = (CASES, INDEX, EVENTS, SEEN, FACTS)
+    retired = (RetiredLayout(RETIRED, RETIRED_COLLECTIONS),)
     idempotent = True  # the seen-marker, written first with each event
 
     async def apply(self, transaction: DocumentTransaction, recorded: RecordedEvent) -> None:
@@ -310,7 +313,7 @@ async def _keep(
 async def retire_old_layout(read_models: ReadModelStore) -> None:
     """Delete what the projection before ``v2`` left (nothing once done: a no-op after)."""
     # The old facts entries held categories of need in the clear: no copy stays in the files.
-    await read_models.retire(RETIRED, RETIRED_COLLECTIONS)
+    await read_models.retire(TimelineProjection.retired)
 
 
 class ReadModelTimelines:

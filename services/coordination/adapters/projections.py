@@ -17,6 +17,7 @@ from casetrail_platform.projections.port import (
     DocumentTransaction,
     Projection,
     ReadModelStore,
+    RetiredLayout,
 )
 from events.catalog.assessment import InitialAssessmentRecorded
 from events.catalog.assignment import CaseAssigned, CaseReassigned
@@ -35,7 +36,8 @@ RETIRED_COLLECTIONS = ("case_facts", "clients", erased_marks("case_facts"))
 """The projection before ``v3`` and its collections: a case's document counted its closures
 and reopenings but kept only the last closure's moment, so once the case was reopened nothing
 told when it had been closed, and care was booked, delivered and claimed inside that time.
-``retire_old_layout`` deletes them at coordination's start."""
+``retire_old_layout`` deletes them at coordination's start, and the projection again later
+(``Projection.retired``)."""
 
 
 class CaseFactsProjection(Projection):
@@ -44,6 +46,7 @@ class CaseFactsProjection(Projection):
     (``RETIRED``). Not v2: ``casetrail rebuild`` and the chart's topology name a projection
     without its prefix, and ``case-facts-v2`` is the policy's (``policy.case-facts-v2``)."""
     collections = (CASE_FACTS, CLIENTS, erased_marks(CASE_FACTS))
+    retired = (RetiredLayout(RETIRED, RETIRED_COLLECTIONS),)
     event_types = frozenset(
         kind.event_type
         for kind in (
@@ -152,7 +155,7 @@ async def _case(transaction: DocumentTransaction, case_id: str) -> Document:
 async def retire_old_layout(read_models: ReadModelStore) -> None:
     """Delete what the projection before ``v3`` left (nothing once done: a no-op after)."""
     # Its documents held the case's needs, and its clients their dates of birth: no copy stays.
-    await read_models.retire(RETIRED, RETIRED_COLLECTIONS)
+    await read_models.retire(CaseFactsProjection.retired)
 
 
 def _settle_erased(document: Document) -> None:

@@ -17,6 +17,7 @@ from casetrail_platform.projections.port import (
     DocumentTransaction,
     Projection,
     ReadModelStore,
+    RetiredLayout,
 )
 from events.catalog.assignment import CaseAssigned, CaseReassigned
 from events.catalog.erasure import ClientErased
@@ -40,7 +41,8 @@ RETIRED_COLLECTIONS = ("case_views_v2", "follow_ups_v2", erased_marks("case_view
 """The projection before ``v3`` and its collections: its documents kept one contact, the
 latest by the closures delivered so far, so a closure delivered late (dead-lettered and
 replayed) left a reopened case without the follow-up its new cycle's contact set, which no
-later event tells again. ``retire_old_layout`` deletes them at planning's start."""
+later event tells again. ``retire_old_layout`` deletes them at planning's start, and the
+projection again later (``Projection.retired``)."""
 FIRST_RETIRED = "case_view"
 FIRST_RETIRED_COLLECTIONS = ("case_views", "follow_ups", erased_marks("case_views"))
 """The projection before ``v2``: its documents did not keep the case's last reopening (the
@@ -62,6 +64,11 @@ class CaseViewProjection(Projection):
     """v4: a new name and new collections, so a deployment builds it again from the bus
     (``LATEST_RETIRED``)."""
     collections = (CASE_VIEWS, FOLLOW_UPS, STAFF, erased_marks(CASE_VIEWS))
+    retired = (
+        RetiredLayout(FIRST_RETIRED, FIRST_RETIRED_COLLECTIONS),
+        RetiredLayout(RETIRED, RETIRED_COLLECTIONS),
+        RetiredLayout(LATEST_RETIRED, LATEST_RETIRED_COLLECTIONS),
+    )
     event_types = EVENT_TYPES
 
     async def apply(self, transaction: DocumentTransaction, recorded: RecordedEvent) -> None:
@@ -107,9 +114,7 @@ ERASURE = CaseErasure(
 async def retire_old_layout(read_models: ReadModelStore) -> None:
     """Delete what the projections before ``v4`` left (nothing once done: a no-op after)."""
     # Their documents held goals, tasks and needs in the clear: no copy stays in the files.
-    await read_models.retire(FIRST_RETIRED, FIRST_RETIRED_COLLECTIONS)
-    await read_models.retire(RETIRED, RETIRED_COLLECTIONS)
-    await read_models.retire(LATEST_RETIRED, LATEST_RETIRED_COLLECTIONS)
+    await read_models.retire(CaseViewProjection.retired)
 
 
 def _moment(stored: str | None) -> datetime | None:
