@@ -12,11 +12,12 @@ DEFAULT_CASE_EVENTS_TOPIC = "casetrail.case-events"
 LEDGER_CHECKPOINTS_TOPIC = "casetrail.ledger-checkpoints"
 """Every service's signed ledger checkpoints (casetrail_platform/ledger/publication.py)."""
 DEAD_LETTER_SUFFIX = ".dlq"
-_TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+_TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 
 
 def check_topic_name(name: str) -> None:
-    if not _TOPIC_NAME.match(name) or name in {".", ".."}:
+    # fullmatch: "$" also matches before a final line feed, a name Kafka refuses.
+    if not _TOPIC_NAME.fullmatch(name) or name in {".", ".."}:
         raise ValueError(
             f"topic name {name!r} is invalid: use 1-249 characters from A-Z a-z 0-9 . _ -"
         )

@@ -57,7 +57,9 @@ class EmergencyAccessOpened(CaseEvent):
 
     @model_validator(mode="after")
     def _time_box(self) -> EmergencyAccessOpened:
-        if not self.opened_at < self.expires_at <= self.opened_at + MAX_EMERGENCY_ACCESS:
+        # The length compared, not opened_at + 24 h: a moment near 9999-12-31 overflows
+        # datetime, and an OverflowError is no ValidationError to a decoder of untrusted data.
+        if not timedelta(0) < self.expires_at - self.opened_at <= MAX_EMERGENCY_ACCESS:
             raise ValueError("expires_at must be after opened_at, by at most 24 hours")
         return self
 

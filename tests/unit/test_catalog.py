@@ -17,6 +17,7 @@ from events.catalog.assignment import CaseAssigned, CaseReassigned
 from events.catalog.base import CaseEvent, Role
 from events.catalog.cases import CaseOpened, PresentingNeed, ReferralSource, ReferralSourceKind
 from events.catalog.clients import ClientRegistered
+from events.catalog.emergency import EmergencyAccessOpened
 from events.catalog.examples import example_events, legacy_example_events
 from events.catalog.funding import ClaimDecision, InsuranceClaimDecided
 from events.catalog.legacy import CaseOpenedV1, ClientRegisteredV1
@@ -180,6 +181,22 @@ def test_wrong_type_is_refused_naming_the_nested_field(registry: EventRegistry) 
     with pytest.raises(InvalidEventError) as caught:
         registry.decode(CaseOpened.event_type, CaseOpened.schema_version, json.dumps(data))
     assert _fields(caught.value) == {"presenting_needs.0.category", "client_id"}
+
+
+def test_a_time_box_at_the_end_of_the_calendar_is_refused_not_a_crash(
+    registry: EventRegistry,
+) -> None:
+    """Moments a schema's date-time allows, 24 hours of which do not fit in a datetime: a
+    decoder of untrusted data (``casetrail verify``, a consumer) is told what is wrong."""
+    data = _data(_example(EmergencyAccessOpened))
+    data["opened_at"] = "9999-12-31T23:00:00Z"
+    data["expires_at"] = "9999-12-31T23:30:00Z"
+    opened = registry.validate(EmergencyAccessOpened.event_type, 1, data)
+    assert isinstance(opened, EmergencyAccessOpened)
+    assert opened.expires_at.year == 9999
+    data["expires_at"] = "9999-12-31T22:30:00Z"
+    with pytest.raises(InvalidEventError, match="expires_at must be after opened_at"):
+        registry.validate(EmergencyAccessOpened.event_type, 1, data)
 
 
 def test_refused_data_is_told_in_plain_words_naming_fields_never_values(

@@ -15,6 +15,7 @@ import pytest
 from casetrail_platform.bus.kafka_settings import KafkaSettings
 from casetrail_platform.bus.topics import TopicSettings
 from casetrail_platform.grpc_platform.capacity import Capacity
+from events.topics import check_topic_name
 from services import runner
 from services.caseload.settings import CaseloadSettings
 from services.console.settings import idle_seconds_from_env
@@ -51,6 +52,14 @@ def test_unset_the_development_defaults_serve_one_local_broker() -> None:
 def test_a_malformed_variable_is_named(name: str, value: str) -> None:
     with pytest.raises(ValueError, match=name):
         TopicSettings.from_env({**CHART_ENV, name: value})
+
+
+@pytest.mark.parametrize("name", ["casetrail.case-events\n", "", ".", "a b", "x" * 250])
+def test_a_topic_name_kafka_would_refuse_is_refused_before_any_bus(name: str) -> None:
+    """The in-process bus would take a name ending in a line feed ("$" matches before one),
+    and Kafka refuse it after a long wait."""
+    with pytest.raises(ValueError, match="topic name"):
+        check_topic_name(name)
 
 
 NUMBER_SETTINGS: list[tuple[str, Callable[[dict[str, str]], object]]] = [
