@@ -16,7 +16,7 @@ stream of their own (``access-batch-<uuid>``), which nothing races.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NoReturn, Protocol, TypeVar
@@ -122,6 +122,12 @@ class Disclosure:
     withheld_fields: Sequence[str] = ()
     """Fields withheld, when the answer is not a message with paths (audit's events): listed
     in ``x-casetrail-redacted`` and the access record's ``redacted_fields``."""
+    special_links: Mapping[str, Set[str]] = field(default_factory=dict)
+    """Fields in ``message`` naming an entry of the case (``{"services.referral_id": ids}``),
+    each with the ids of the case's entries of a special-data need or kind (its referrals of
+    one: ``redaction.special_ids``, taken before ``keep_readable``): a decision not entitled
+    to sensitive values clears the fields naming one and lists their paths as withheld
+    (``redaction.unlink``)."""
 
     def keep_readable(self, special_entries: Iterable[str]) -> None:
         """Cut ``message``'s lists to the entries the reader may see, before an answer bounds
@@ -463,6 +469,7 @@ class AccessControl:
                 shown = redaction.present(item.message, item.sensitive_paths)
             elif item.message is not None:
                 hidden += redaction.redact(item.message, item.sensitive_paths)
+                hidden += redaction.unlink(item.message, item.special_links)
             withheld.update(hidden)
             obligations.update(decision.obligations)
             rules.add(decision.rule)

@@ -11,7 +11,10 @@ Need categories and service kinds are special data by value, not by field: ``hou
 must not show where it was: an entry of a list whose category or kind is special data goes
 whole (a blank kind could only be ``addiction_counseling``), a list of categories loses those
 values, and such a path is listed as withheld whatever it held (listed only when something was
-taken, it would tell that the case has special data).
+taken, it would tell that the case has special data). Nor may a field naming such an entry
+show it: a service booked from a referral of a special-data need keeps its kind (``counseling``
+is none) but loses the referral's id, which, listed nowhere else in the answer, could only be
+such a referral's (``special_ids``, ``unlink``).
 """
 
 from __future__ import annotations
@@ -82,6 +85,43 @@ def keep_referred(message: Message, lists: Mapping[str, str], referral_ids: Set[
         for index in reversed(range(len(entries))):
             if getattr(entries[index], id_field) not in referral_ids:
                 del entries[index]
+
+
+def special_ids(message: Message, entries: str, id_field: str) -> frozenset[str]:
+    """The ``id_field`` of each entry of a list of ``message`` that ``redact`` withholds whole:
+    ``entries`` is the path of their category or kind (``referrals.need_category``: each of
+    ``referrals`` whose ``need_category`` is special data). Taken before ``redact``, whose
+    answer no longer lists them."""
+    name, *rest = entries.split(".")
+    return frozenset(
+        getattr(entry, id_field)
+        for entry in getattr(message, name)
+        if _special_code_at(entry, rest)
+    )
+
+
+def unlink(message: Message, links: Mapping[str, Set[str]]) -> list[str]:
+    """Clear each field at a path of ``links`` (``services.referral_id``) that names one of its
+    ids, entries withheld whole (``special_ids``): the entry is gone, and an id the answer
+    lists nowhere else could only be one of a special-data need or kind. The paths withheld:
+    every one, whatever it held, as those of categories and kinds (listed only when an id was
+    cleared, they would tell that the case has special data)."""
+    for path, ids in links.items():
+        _unlink(message, path.split("."), ids)
+    return list(links)
+
+
+def _unlink(message: Message, parts: list[str], ids: Set[str]) -> None:
+    name, rest = parts[0], parts[1:]
+    value = getattr(message, name)
+    if not rest:
+        if value in ids:
+            message.ClearField(name)
+        return
+    repeated = not isinstance(value, Message)
+    children = list(value) if repeated else ([value] if message.HasField(name) else [])
+    for child in children:
+        _unlink(child, rest, ids)
 
 
 def _walk(message: Message, parts: list[str], *, clear: bool, whole: bool = False) -> bool:

@@ -96,6 +96,11 @@ class StateRendering:
     activity_paths: Sequence[str] = ()
     """Fields that tell of the whole history (how many events, when the last): cleared when
     any part of the state is withheld."""
+    special_links: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    """Fields naming an entry of one of the state's lists (``services.referral_id``), each with
+    where that list's category or kind sits and the entry's id field (``referrals.need_category``,
+    ``referral_id``): U not entitled to special-data values is shown no field naming an entry
+    withheld whole as one (``redaction.unlink``), whose id the state would list nowhere else."""
     bound_lists: Callable[[Message], None] = lambda _: None
     """Cuts the lists that grow with the case to what one answer can carry, once what U could
     not see is cleared (counting only what U could see)."""
@@ -150,6 +155,11 @@ async def case_as_seen(
     message = rendering.render(state or fold(case_id, [], TimeBasis.RECORDED))
     withheld_sections: list[str] = []
     withheld_fields: list[str] = []
+    # Taken before anything is withheld: the entries of special data go whole.
+    special = {
+        path: redaction.special_ids(message, entries, id_field)
+        for path, (entries, id_field) in rendering.special_links.items()
+    }
     if state is not None and entitlement.referral_ids is not None:
         redaction.keep_referred(message, rendering.referral_paths, entitlement.referral_ids)
     if state is not None:
@@ -169,6 +179,7 @@ async def case_as_seen(
             withheld_fields.extend(rendering.activity_paths)
         if not entitlement.sensitive:
             withheld_fields += redaction.redact(message, rendering.sensitive_paths)
+            withheld_fields += redaction.unlink(message, special)
     rendering.bound_lists(message)
     shown = [
         f"{rendering.field_prefix}.{path}"

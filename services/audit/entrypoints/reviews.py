@@ -56,6 +56,9 @@ STATE_SENSITIVE_PATHS = (
 )
 """Where the catalog's sensitive fields (need categories, service kinds) show in a CaseState."""
 
+STATE_SPECIAL_LINKS = {"services.referral_id": ("referrals.need_category", "referral_id")}
+"""A service names the referral it was booked from: not one withheld whole as special data."""
+
 
 def state_rendering(as_of: datetime) -> StateRendering:
     def render(state: CaseState) -> audit_pb2.CaseState:
@@ -69,6 +72,7 @@ def state_rendering(as_of: datetime) -> StateRendering:
         referral_paths={"referrals": "referral_id", "services": "referral_id"},
         revealing_paths=STATE_REVEALING_PATHS,
         activity_paths=STATE_ACTIVITY_PATHS,
+        special_links=STATE_SPECIAL_LINKS,
         bound_lists=_cut_state,
     )
 

@@ -7,6 +7,7 @@ from datetime import date
 
 from casetrail_platform.commands import NotFound, RuleBroken
 from casetrail_platform.decide import folded
+from casetrail_platform.policy.redaction import is_sensitive_code
 from events.catalog.values import NeedCategory
 from events.envelope import Actor
 from services.coordination.adapters import read_models as views
@@ -52,6 +53,18 @@ async def case_coordination(deps: Dependencies, case_id: str) -> CaseCoordinatio
         key=lambda service: service.starts_at,
     )
     return CaseCoordination(facts, state, services)
+
+
+async def special_referrals(deps: Dependencies, case_id: str) -> frozenset[str]:
+    """The ids of the case's referrals of a special-data need (``is_sensitive_code``), which a
+    reader not entitled to sensitive values is shown nowhere: neither among the case's
+    referrals nor as the referral a service of the client's schedule was booked from."""
+    state = case_state(await deps.store.read_stream(case_stream(case_id)))
+    return frozenset(
+        referral.referral_id
+        for referral in state.referrals.values()
+        if is_sensitive_code(referral.need_category.value)
+    )
 
 
 async def cases_of_client(deps: Dependencies, client_id: str) -> list[str]:

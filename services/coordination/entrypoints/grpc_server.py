@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from contextlib import suppress
+from dataclasses import replace
 from typing import Protocol, TypeVar
 
 from typing_extensions import override
@@ -80,6 +81,11 @@ REFERRAL_PATHS = {"referrals": "referral_id", "services": "referral_id"}
 CASE_SPECIAL_ENTRIES = ("referrals.need_category", "services.kind")
 """The sensitive paths of a case's answer that withhold whole entries (of a special-data need
 or kind), so that a caller not entitled to them is shown fewer (``redaction``)."""
+REFERRAL_LINK = "services.referral_id"
+"""Where a service names the referral it was booked from: cleared for a caller not entitled to
+sensitive values when that referral is of a special-data need (``Disclosure.special_links``).
+The referral is withheld whole, and its id, listed by no referral of the case's answer, or
+missing from them when the schedule's is set beside it, could only be such a referral's."""
 SCHEDULE_SENSITIVE_PATHS = ("services.kind",)
 SCHEDULE_SECTIONS = (RecordSection.IDENTITY, RecordSection.SERVICES)
 BUDGET_SECTIONS = (RecordSection.FUNDING,)
@@ -393,6 +399,10 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
         if refused is not None and not disclosures:
             # The schedule is nothing but the cases' content: none readable, nothing to answer.
             raise AccessDenied(principal, PolicyAction.READ_CASE, refused)
+        for index, item in enumerate(disclosures):
+            if not item.decision.sensitive:
+                special = await queries.special_referrals(self._deps, item.case_id)
+                disclosures[index] = replace(item, special_links={REFERRAL_LINK: special})
         parts = []
         for item in disclosures:
             assert isinstance(item.message, pb.GetClientScheduleResponse)
@@ -628,6 +638,11 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
             CASE_SECTIONS,
             section_paths=CASE_SECTION_PATHS,
             referral_paths=REFERRAL_PATHS,
+            special_links={
+                REFERRAL_LINK: redaction.special_ids(
+                    answer, "referrals.need_category", "referral_id"
+                )
+            },
         )
         # Cut among what the caller may see: an entry withheld leaves no trace in the totals.
         disclosed.keep_readable(CASE_SPECIAL_ENTRIES)

@@ -19,6 +19,7 @@ from casetrail_platform.grpc_platform.context import (
 )
 from casetrail_platform.grpc_platform.server import Context, refusals_as_status
 from casetrail_platform.identity.grpc_auth import principal_of
+from casetrail_platform.policy import redaction
 from casetrail_platform.policy.guard import AccessControl, Disclosure
 from events.catalog.access import RecordSection
 from events.catalog.base import CaseEvent, Role
@@ -90,6 +91,10 @@ CASE_VIEW_REFERRAL_PATHS = {"referrals": "referral_id", "services": "referral_id
 CASE_VIEW_SPECIAL_ENTRIES = ("referrals.need_category", "services.kind")
 """The sensitive paths of a case view that withhold whole entries (of a special-data need or
 kind), so that a caller not entitled to them is shown fewer (``redaction``)."""
+CASE_VIEW_REFERRAL_LINK = "services.referral_id"
+"""Where a service names the referral it was booked from: cleared for a caller not entitled to
+sensitive values when that referral is of a special-data need (``Disclosure.special_links``),
+as the referral is withheld whole: an id no referral of the view has could only be its."""
 SUMMARY_SENSITIVE_PATHS = ("needs",)
 SUMMARY_SECTION_PATHS = {
     RecordSection.ASSESSMENT: ("needs",),
@@ -321,6 +326,11 @@ class PlanningServicer(planning_pb2_grpc.PlanningServiceServicer):
             CASE_VIEW_SECTIONS,
             section_paths=CASE_VIEW_SECTION_PATHS,
             referral_paths=CASE_VIEW_REFERRAL_PATHS,
+            special_links={
+                CASE_VIEW_REFERRAL_LINK: redaction.special_ids(
+                    view, "referrals.need_category", "referral_id"
+                )
+            },
         )
         # Cut among what the caller may see: an entry withheld leaves no trace in the totals.
         disclosed.keep_readable(CASE_VIEW_SPECIAL_ENTRIES)

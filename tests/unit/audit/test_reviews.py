@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -194,20 +195,22 @@ def history() -> list[RecordedEvent]:
     ]
 
 
-@pytest.fixture
-async def audit(
+@asynccontextmanager
+async def audit_over(
+    events: list[RecordedEvent],
     deps: AuditDeps,
     read_models: SqliteReadModelStore,
     registry: EventRegistry,
     issuer: TestIssuer,
 ) -> AsyncIterator[audit_pb2_grpc.AuditServiceAsyncStub]:
+    """Audit's real servicer, its projections fed ``events`` as the bus delivers them."""
     for projection in (
         TimelineProjection(),
         ClientCasesProjection(),
         DisclosureIndexProjection(HOME),
     ):
         handler = BusProjectionHandler(read_models, projection, service="audit")
-        for recorded in history():
+        for recorded in events:
             await handler(recorded)
     servicer = AuditServicer(
         deps,
@@ -216,6 +219,17 @@ async def audit(
         ReadModelDisclosureIndex(read_models, registry),
     )
     async with audit_server(servicer, issuer) as stub:
+        yield stub
+
+
+@pytest.fixture
+async def audit(
+    deps: AuditDeps,
+    read_models: SqliteReadModelStore,
+    registry: EventRegistry,
+    issuer: TestIssuer,
+) -> AsyncIterator[audit_pb2_grpc.AuditServiceAsyncStub]:
+    async with audit_over(history(), deps, read_models, registry, issuer) as stub:
         yield stub
 
 
@@ -838,6 +852,61 @@ async def test_the_partner_is_not_shown_the_status_or_activity_of_sections_it_wa
     assert not {"status", "events_applied", "last_event_at"} & set(
         worker.entitlement.withheld_fields
     )
+
+
+async def test_a_service_names_no_referral_withheld_from_the_user_as_special_data(
+    deps: AuditDeps,
+    read_models: SqliteReadModelStore,
+    registry: EventRegistry,
+    issuer: TestIssuer,
+) -> None:
+    """A coordinator was shown no substance-use referral, and a counseling service booked from
+    it named the referral all the same: an id no referral of the state has could only be a
+    withheld one's. The state as they saw it names none, and says the link was withheld."""
+    office = coordination()
+    office.sequence = 100  # after history()'s coordination events of the case
+    at = T0 + 2 * DAY + 5 * HOUR
+    detox = ReferralMade(
+        case_id=CASE,
+        referral_id="ref-detox",
+        provider=Provider(provider_id="harbor-counseling", name="Harbor Counseling"),
+        need_category=NeedCategory.SUBSTANCE_USE,
+        service="Detox support",
+        urgency=Urgency.SOON,
+        reason="Relapse",
+        disclosure_basis=DisclosureBasis.CONSENT,
+        consent_id=CONSENT,
+    )
+    counseling = ServiceScheduled(
+        case_id=CASE,
+        service_id="svc-counseling",
+        kind=ServiceKind.COUNSELING,
+        provider=detox.provider,
+        starts_at=T0 + 11 * DAY,
+        ends_at=T0 + 11 * DAY + HOUR,
+        location=ServiceLocation(kind=LocationKind.CLIENT_HOME),
+        referral_id="ref-detox",
+    )
+    events = [
+        *history(),
+        office.record(detox, occurred_at=at, actor=COORDINATOR),
+        office.record(counseling, occurred_at=at + HOUR, actor=COORDINATOR),
+    ]
+    async with audit_over(events, deps, read_models, registry, issuer) as audit:
+        coordinator = await audit.GetCaseAsSeen(
+            seen_as(COORDINATOR.user_id, T0 + 4 * DAY, user_role="coordinator")
+        )
+        worker = await audit.GetCaseAsSeen(seen_as(WORKER, T0 + 4 * DAY))
+
+    links = {s.service_id: s.referral_id for s in coordinator.state.services}
+    assert [r.referral_id for r in coordinator.state.referrals] == ["ref-1"]
+    assert links == {"svc-partner": "ref-1", "svc-own": "", "svc-counseling": ""}
+    assert "services.referral_id" in coordinator.entitlement.withheld_fields
+    # Entitled to special-data values, the worker sees the referral and the link.
+    assert {s.service_id: s.referral_id for s in worker.state.services}["svc-counseling"] == (
+        "ref-detox"
+    )
+    assert "services.referral_id" not in worker.entitlement.withheld_fields
 
 
 async def test_a_state_lists_what_grows_with_the_case_within_caps_and_says_how_many(

@@ -13,6 +13,7 @@ from google.rpc import error_details_pb2
 from casetrail.common.v1 import common_pb2
 from casetrail.planning.v1 import planning_pb2
 from casetrail_platform.commands import CommandContext, InvalidCommand
+from casetrail_platform.policy.guard import REDACTED_KEY
 from casetrail_platform.store.sqlite import SqliteEventStore
 from cli.rpc import Person
 from events.catalog.access import (
@@ -204,6 +205,46 @@ async def test_a_summary_counts_only_the_services_and_referrals_its_reader_is_sh
 
     assert await counted(query()) == (1, 1, 1, 1)  # a coordinator
     assert await counted(query(WORKER, "direct_care")) == (2, 2, 2, 2)
+
+
+async def test_a_service_in_the_view_names_no_referral_withheld_from_its_reader(
+    planning: Planning,
+) -> None:
+    """A referral for substance use is withheld whole from a coordinator, yet a service booked
+    from it (of a kind no special data) named it: an id no referral of the view has could only
+    be a withheld one's. Its reader is shown the service without it, and told it was withheld
+    (``services.referral_id``, listed whatever the case holds)."""
+    await open_case(planning.bus, "case-su", NeedCategory.SUBSTANCE_USE, NeedCategory.HOUSING)
+    detox = referral("case-su", "ref-detox").model_copy(
+        update={"need_category": NeedCategory.SUBSTANCE_USE}
+    )
+    from_detox = scheduled("case-su", "svc-detox").model_copy(update={"referral_id": "ref-detox"})
+    from_physio = scheduled("case-su", "svc-physio", day=1).model_copy(
+        update={"referral_id": "ref-physio"}
+    )
+    await planning.bus.record(
+        "casetrail/coordination",
+        "case-su",
+        detox,
+        referral("case-su", "ref-physio"),
+        from_detox,
+        from_physio,
+    )
+
+    async def read(context: common_pb2.QueryContext) -> tuple[dict[str, str], list[str]]:
+        call = planning.stub.GetCaseView(
+            planning_pb2.GetCaseViewRequest(context=context, case_id="case-su")
+        )
+        view = await call
+        withheld = dict(await call.trailing_metadata()).get(REDACTED_KEY, "")
+        return {s.service_id: s.referral_id for s in view.services}, withheld.split(",")
+
+    links, withheld = await read(query())  # a coordinator
+    assert links == {"svc-detox": "", "svc-physio": "ref-physio"}
+    assert "services.referral_id" in withheld
+    links, withheld = await read(query(WORKER, "direct_care"))
+    assert links == {"svc-detox": "ref-detox", "svc-physio": "ref-physio"}
+    assert "services.referral_id" not in withheld
 
 
 # 2. Every refusal of a list is recorded.

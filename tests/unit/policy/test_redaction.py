@@ -104,3 +104,32 @@ def test_a_list_of_categories_loses_the_special_ones_and_is_listed_whatever_it_h
     plain = coordination_pb2.GetCaseCoordinationResponse(needs=["housing"])
     assert redaction.redact(plain, ("needs",)) == ["needs"]
     assert needs == plain
+
+
+def test_a_field_naming_an_entry_withheld_whole_is_cleared_and_listed_whatever_it_held() -> None:
+    answer = coordination_pb2.GetCaseCoordinationResponse(
+        referrals=[
+            coordination_pb2.Referral(referral_id="r-1", need_category="substance_use"),
+            coordination_pb2.Referral(referral_id="r-2", need_category="housing"),
+        ],
+        services=[
+            coordination_pb2.ScheduledService(service_id="s-1", referral_id="r-1"),
+            coordination_pb2.ScheduledService(service_id="s-2", referral_id="r-2"),
+            coordination_pb2.ScheduledService(service_id="s-3"),
+        ],
+    )
+    special = redaction.special_ids(answer, "referrals.need_category", "referral_id")
+    assert special == {"r-1"}
+    redaction.redact(answer, ("referrals.need_category",))
+    links = {"services.referral_id": special}
+    assert redaction.unlink(answer, links) == ["services.referral_id"]
+    assert [r.referral_id for r in answer.referrals] == ["r-2"]
+    # The service stays (its kind is no special data), naming no referral the answer lacks.
+    assert [(s.service_id, s.referral_id) for s in answer.services] == [
+        ("s-1", ""),
+        ("s-2", "r-2"),
+        ("s-3", ""),
+    ]
+    # Nothing to clear, the path is listed all the same: listed only when an id was cleared,
+    # it would tell that the case has special data.
+    assert redaction.unlink(answer, links) == ["services.referral_id"]
