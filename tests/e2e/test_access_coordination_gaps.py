@@ -60,10 +60,13 @@ async def test_a_coordinator_gets_no_sensitive_need_and_the_record_keeps_none_in
             )
         )
     )
-    assert refusal.reason == "COUNSELING_REQUIRES_LICENSED_SOCIAL_WORKER"
+    # Shown no need calling for counseling, the coordinator is not told one does: that would
+    # tell them of the substance use.
+    assert refusal.reason == "WORKER_LACKS_REQUIRED_CREDENTIAL"
     assert CASE_MANAGER_ID in refusal.message
     assert not _names_a_sensitive_need(refusal.message)
     assert not _names_a_sensitive_need(str(refusal.status))
+    assert "counsel" not in str(refusal.status).lower()
 
     suggesting = coordination.SuggestWorkers(
         co.SuggestWorkersRequest(context=query("coordination"), case_id=case.case_id)
@@ -72,6 +75,7 @@ async def test_a_coordinator_gets_no_sensitive_need_and_the_record_keeps_none_in
     assert list(suggested.needs) == ["home_care"]
     assert dict(await suggesting.trailing_metadata())[REDACTED_KEY] == "needs"
     assert not any(_names_a_sensitive_need(r) for w in suggested.workers for r in w.reasons)
+    assert not any("counsel" in r.lower() for w in suggested.workers for r in w.reasons)
 
     assigning = coordination.AssignCase(
         co.AssignCaseRequest(

@@ -342,10 +342,13 @@ async def test_counseling_needs_a_licensed_social_worker_unless_referred_out(
     assign = co.AssignCaseRequest(
         context=command(key()), case_id=case.case_id, worker_id=CASE_MANAGER_ID
     )
+    # The coordinator is shown no substance use: the refusal says a credential is lacking,
+    # not that the case calls for counseling (which would tell them of it). The case's worker
+    # and their supervisor, who see the need, refer it out.
     refusal = await refused(stubs.as_(COORDINATOR).coordination.AssignCase(assign))
     assert refusal.code == grpc.StatusCode.FAILED_PRECONDITION
-    assert refusal.reason == "COUNSELING_REQUIRES_LICENSED_SOCIAL_WORKER"
-    assert "addiction counselor" in refusal.metadata["suggested_referrals"]
+    assert refusal.reason == "WORKER_LACKS_REQUIRED_CREDENTIAL"
+    assert refusal.metadata["suggested_action"] == "SuggestWorkers"
 
     referral = co.MakeReferralRequest(
         context=command(key()),
@@ -377,7 +380,7 @@ async def test_counseling_needs_a_licensed_social_worker_unless_referred_out(
     # A referral still pending leaves the need with the worker: the counselor may decline.
     assign.context.idempotency_key = key()
     pending = await refused(stubs.as_(COORDINATOR).coordination.AssignCase(assign))
-    assert pending.reason == "COUNSELING_REQUIRES_LICENSED_SOCIAL_WORKER"
+    assert pending.reason == "WORKER_LACKS_REQUIRED_CREDENTIAL"
     await stubs.as_(BAY_RECOVERY).coordination.AcceptReferral(
         co.AcceptReferralRequest(
             context=command(key()),

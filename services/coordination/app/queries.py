@@ -93,18 +93,22 @@ async def workers(deps: Dependencies, actor: Actor) -> list[WorkerLoad]:
 
 
 async def suggest_workers(
-    deps: Dependencies, case_id: str, on: date
+    deps: Dependencies, case_id: str, on: date, *, sensitive_shown: bool
 ) -> tuple[tuple[NeedCategory, ...], list[WorkerFit]]:
     """The case's open needs and every worker with the reasons they do not fit on ``on`` (if
     any): fitting workers first, the least loaded (relative to capacity) first. Who may ask is
-    decided (and a refusal recorded) by the entrypoint before this looks anything up."""
+    decided (and a refusal recorded) by the entrypoint before this looks anything up;
+    ``sensitive_shown``: whether the decision shows them the case's sensitive values, which
+    the reasons tell of only then (``fit_refusals``)."""
     coordination = await case_coordination(deps, case_id)
     needs = open_needs(coordination.facts, coordination.state)
     fits = [
         WorkerFit(
             load.worker,
             load.caseload,
-            fit_refusals(case_id, load.worker, needs, load.caseload, on),
+            fit_refusals(
+                case_id, load.worker, needs, load.caseload, on, sensitive_shown=sensitive_shown
+            ),
         )
         for load in await _loads(deps)
     ]

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from datetime import date, datetime
 
 from casetrail_platform.commands import NotFound, RuleBroken, require_not_before
+from casetrail_platform.policy.redaction import is_sensitive_code
 from events.catalog.assignment import (
     CASE_CARRYING_ROLES,
     COUNSELING_NEEDS,
@@ -38,19 +39,41 @@ def counseling_licence(worker: Worker, on: date) -> WorkerCredential | None:
 
 
 def fit_refusals(
-    case_id: str, worker: Worker, needs: Sequence[NeedCategory], caseload: int, on: date
+    case_id: str,
+    worker: Worker,
+    needs: Sequence[NeedCategory],
+    caseload: int,
+    on: date,
+    *,
+    sensitive_shown: bool = False,
 ) -> list[RuleBroken]:
-    """Every reason the worker may not take the case, most fundamental first (empty: fits)."""
+    """Every reason the worker may not take the case, most fundamental first (empty: fits).
+    ``sensitive_shown``: whether the reader may see the case's sensitive values, without which
+    they are not told that its needs call for counseling unless a need they are shown does
+    (``_licence_refusal``)."""
     refusals = []
     if worker.role not in CASE_CARRYING_ROLES:
         refusals.append(errors.worker_does_not_carry_cases(worker.worker_id, worker.role.value))
     if any(need in COUNSELING_NEEDS for need in needs) and counseling_licence(worker, on) is None:
-        refusals.append(
-            errors.counseling_requires_licence(case_id, worker.worker_id, worker.role.value)
-        )
+        refusals.append(_licence_refusal(case_id, worker, needs, sensitive_shown=sensitive_shown))
     if caseload >= worker.caseload_capacity:
         refusals.append(errors.caseload_full(worker.worker_id, caseload, worker.caseload_capacity))
     return refusals
+
+
+def _licence_refusal(
+    case_id: str, worker: Worker, needs: Sequence[NeedCategory], *, sensitive_shown: bool
+) -> RuleBroken:
+    """The refusal of a worker who may not counsel a case whose open ``needs`` call for it:
+    ``COUNSELING_REQUIRES_LICENSED_SOCIAL_WORKER`` to a reader who may see every need, or who is
+    shown one calling for counseling (``counseling`` is no special data); to any other, those
+    calling for it are special data withheld from them, and saying so would tell them the case
+    has one: ``WORKER_LACKS_REQUIRED_CREDENTIAL``, the same whichever need it is. The rule holds
+    alike for both."""
+    shown = [need for need in needs if sensitive_shown or not is_sensitive_code(need.value)]
+    if any(need in COUNSELING_NEEDS for need in shown):
+        return errors.counseling_requires_licence(case_id, worker.worker_id, worker.role.value)
+    return errors.credential_required(case_id, worker.worker_id, worker.role.value)
 
 
 def decide_assignment(
@@ -60,7 +83,11 @@ def decide_assignment(
     caseload: int,
     command: AssignCase,
     on: date,
+    *,
+    sensitive_shown: bool = False,
 ) -> list[CaseEvent]:
+    """``sensitive_shown``: whether the caller may see the case's sensitive values, which a
+    refusal tells them of only then (``fit_refusals``)."""
     if facts.closed:
         raise errors.case_closed(facts.case_id)
     if worker is None:
@@ -72,7 +99,7 @@ def decide_assignment(
             subject=f"case/{facts.case_id}",
             current_worker_id=state.worker_id,
         )
-    needs = _fitting(facts, state, worker, caseload, on)
+    needs = _fitting(facts, state, worker, caseload, on, sensitive_shown)
     return [
         CaseAssigned(
             case_id=facts.case_id,
@@ -94,9 +121,11 @@ def decide_transfer(
     command: TransferCase,
     on: date,
     occurred_at: datetime | None = None,
+    *,
+    sensitive_shown: bool = False,
 ) -> list[CaseEvent]:
     """``occurred_at``: the command's moment (stated, else now), not before the current
-    assignment."""
+    assignment; ``sensitive_shown`` as for ``decide_assignment``."""
     if facts.closed:
         raise errors.case_closed(facts.case_id)
     if worker is None:
@@ -117,7 +146,7 @@ def decide_transfer(
     require_not_before(
         occurred_at, f"case {facts.case_id} was given to its current worker", state.assigned_at
     )
-    _fitting(facts, state, worker, caseload, on)
+    _fitting(facts, state, worker, caseload, on, sensitive_shown)
     return [
         CaseReassigned(
             case_id=facts.case_id,
@@ -146,10 +175,17 @@ def explain(worker: Worker, needs: Sequence[NeedCategory], caseload: int, on: da
 
 
 def _fitting(
-    facts: CaseFacts, state: CaseState, worker: Worker, caseload: int, on: date
+    facts: CaseFacts,
+    state: CaseState,
+    worker: Worker,
+    caseload: int,
+    on: date,
+    sensitive_shown: bool,
 ) -> tuple[NeedCategory, ...]:
     needs = open_needs(facts, state)
-    refusals = fit_refusals(facts.case_id, worker, needs, caseload, on)
+    refusals = fit_refusals(
+        facts.case_id, worker, needs, caseload, on, sensitive_shown=sensitive_shown
+    )
     if refusals:
         raise refusals[0]
     return needs

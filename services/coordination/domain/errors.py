@@ -20,6 +20,7 @@ CASE_NOT_ASSIGNED = "CASE_NOT_ASSIGNED"
 ALREADY_ASSIGNED_TO_WORKER = "ALREADY_ASSIGNED_TO_WORKER"
 WORKER_DOES_NOT_CARRY_CASES = "WORKER_DOES_NOT_CARRY_CASES"
 COUNSELING_REQUIRES_LICENSED_SOCIAL_WORKER = "COUNSELING_REQUIRES_LICENSED_SOCIAL_WORKER"
+WORKER_LACKS_REQUIRED_CREDENTIAL = "WORKER_LACKS_REQUIRED_CREDENTIAL"
 CASELOAD_FULL = "CASELOAD_FULL"
 REFERRAL_PROVIDER_MISMATCH = "REFERRAL_PROVIDER_MISMATCH"
 REFERRAL_NOT_PENDING = "REFERRAL_NOT_PENDING"
@@ -130,6 +131,26 @@ def counseling_requires_licence(case_id: str, worker_id: str, worker_role: str) 
         required_licences=",".join(COUNSELING_LICENCES),
         suggested_referrals=COUNSELING_PROVIDERS,
         suggested_action="MakeReferral",
+    )
+
+
+def credential_required(case_id: str, worker_id: str, worker_role: str) -> RuleBroken:
+    """``counseling_requires_licence`` as told to a reader shown no need calling for
+    counseling (``assignment.fit_refusals``): those that do and are special data (mental
+    health, substance use) are withheld from them, and ``counseling`` itself is none, so a
+    refusal saying the case calls for counseling would tell them the case has one of the
+    others. It says the worker lacks a credential the case's needs require, in the same words
+    whichever need it is, and names no licence (only counseling asks for one): the reader
+    assigns one of the workers SuggestWorkers shows fitting, and leaves referring the need out
+    to those who see it (the case's worker, their supervisor)."""
+    return RuleBroken(
+        WORKER_LACKS_REQUIRED_CREDENTIAL,
+        f"worker {worker_id} ({worker_role}) lacks a credential that case {case_id}'s open needs"
+        " require; assign one of the workers SuggestWorkers shows fitting the case",
+        subject=f"worker/{worker_id}",
+        worker_id=worker_id,
+        worker_role=worker_role,
+        suggested_action="SuggestWorkers",
     )
 
 

@@ -174,10 +174,7 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
         # coordination would, decided and recorded (sensitive ones only to those entitled). A
         # caller the policy would not let read them still assigned the case; the answer then
         # withholds them and says so, and records nothing, since it discloses nothing.
-        facts = await self._access.case_facts(command.case_id)
-        decision = self._access.decide(
-            principal, PolicyAction.READ_CASE, AccessPurpose.COORDINATION, facts
-        )
+        decision = await assignment.answer_decision(self._access, principal, command.case_id)
         if not decision.allowed:
             redaction.withhold(answer, ASSIGNED_PATHS)
             withheld = ((WITHHELD_SECTIONS_KEY, RecordSection.ASSESSMENT.value),)
@@ -221,7 +218,9 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
         decision = await self._authorized(
             principal, reader, PolicyAction.READ_CASE, case_id, staff_only=True
         )
-        needs, fits = await queries.suggest_workers(self._deps, case_id, self._deps.today())
+        needs, fits = await queries.suggest_workers(
+            self._deps, case_id, self._deps.today(), sensitive_shown=decision.sensitive
+        )
         answer = pb.SuggestWorkersResponse(
             needs=[need.value for need in needs],
             workers=[

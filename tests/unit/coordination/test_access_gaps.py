@@ -31,6 +31,7 @@ from tests.support.identity import TestIssuer, acting
 from tests.unit.coordination.rpc import assign, refused, schedule_request, served, usd
 from tests.unit.coordination.support import (
     IntakeFeed,
+    Refusal,
     carried_by,
     command_context,
     query_context,
@@ -72,16 +73,77 @@ def test_the_reason_written_for_an_assignment_neither_counts_nor_names_the_needs
 # -- 2. need categories in refusals and answers to a coordinator -----------------------------
 
 
-async def test_a_counseling_refusal_names_the_rule_and_the_worker_never_the_needs(
+def _tells_of_counseling(text: str) -> bool:
+    """``counsel`` (counseling, counselor) or a counseling licence: only counseling asks for
+    one, so naming it says the case calls for counseling."""
+    return "counsel" in text.lower() or any(licence in text for licence in ("LBSW", "LMSW"))
+
+
+def _told(refusal: Refusal) -> list[str]:
+    return [refusal.rule, refusal.message, *refusal.metadata.values(), *map(str, refusal.details)]
+
+
+async def test_a_credential_refusal_tells_a_coordinator_neither_the_need_nor_counseling(
     stub: Stub, intake: IntakeFeed
 ) -> None:
-    await intake.open_case("case-1", "client-1", [NeedCategory.HOME_CARE, *SENSITIVE_NEEDS])
-    refusal = await refused(assign(stub, "case-1", "cm-dana"))
-    assert refusal.rule == "COUNSELING_REQUIRES_LICENSED_SOCIAL_WORKER"
+    """Shown none of the needs that call for counseling, a coordinator was refused because the
+    case "has open needs calling for counseling": counseling is no special data, so that told
+    them it has mental health or substance use. The worker still may not take it; the refusal
+    says a credential the needs require is lacking, the same whichever need it is."""
+    refusals = {}
+    for case_id, need in (
+        ("case-su", NeedCategory.SUBSTANCE_USE),
+        ("case-mh", NeedCategory.MENTAL_HEALTH),
+    ):
+        await intake.open_case(case_id, f"client-{case_id}", [NeedCategory.HOME_CARE, need])
+        refusals[case_id] = await refused(assign(stub, case_id, "cm-dana"))
+    refusal = refusals["case-su"]
+    assert (refusal.code, refusal.rule) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "WORKER_LACKS_REQUIRED_CREDENTIAL",
+    )
     assert "cm-dana" in refusal.message
-    assert not _names_a_sensitive_need(refusal.message)
-    assert not any(_names_a_sensitive_need(value) for value in refusal.metadata.values())
-    assert not any(_names_a_sensitive_need(str(detail)) for detail in refusal.details)
+    assert refusal.metadata == {
+        "subject": "worker/cm-dana",
+        "worker_id": "cm-dana",
+        "worker_role": "case_manager",
+        "suggested_action": "SuggestWorkers",
+    }
+    for said in _told(refusal):
+        assert not _names_a_sensitive_need(said)
+        assert not _tells_of_counseling(said), said
+    # Which withheld need it is changes nothing but the case's id.
+    other = refusals["case-mh"]
+    assert (other.code, other.message.replace("case-mh", "case-su"), other.metadata) == (
+        refusal.code,
+        refusal.message,
+        refusal.metadata,
+    )
+    # A transfer is refused in the same words.
+    await assign(stub, "case-su", "sw-lcsw")
+    moved = await refused(
+        stub.TransferCase(
+            pb.TransferCaseRequest(
+                context=command_context("coordinator"),
+                case_id="case-su",
+                worker_id="cm-dana",
+                reason="worker on leave",
+            )
+        )
+    )
+    assert (moved.code, moved.message, moved.metadata) == (
+        refusal.code,
+        refusal.message,
+        refusal.metadata,
+    )
+    # Shown a need that calls for counseling, they are told the rule and its way out.
+    await intake.open_case(
+        "case-c", "client-c", [NeedCategory.COUNSELING, NeedCategory.SUBSTANCE_USE]
+    )
+    shown = await refused(assign(stub, "case-c", "cm-dana"))
+    assert shown.rule == "COUNSELING_REQUIRES_LICENSED_SOCIAL_WORKER"
+    assert shown.metadata["suggested_action"] == "MakeReferral"
+    assert not any(_names_a_sensitive_need(said) for said in _told(shown))
 
 
 async def test_suggestions_to_a_coordinator_give_no_sensitive_need_in_the_reasons(
@@ -92,11 +154,26 @@ async def test_suggestions_to_a_coordinator_give_no_sensitive_need_in_the_reason
     suggested = await call
     assert list(suggested.needs) == ["home_care"]
     assert dict(await call.trailing_metadata())[REDACTED_KEY] == "needs"
+    fits = {fit.worker.worker_id: (fit.fits, list(fit.reasons)) for fit in suggested.workers}
+    # The rule holds: the licensed social worker fits, the case manager does not, and why
+    # tells nothing of the needs withheld, not even that they call for counseling.
+    assert fits["sw-lcsw"] == (True, [])
+    fits_dana, [reason] = fits["cm-dana"]
+    assert not fits_dana
+    assert reason.startswith("WORKER_LACKS_REQUIRED_CREDENTIAL: ")
     reasons = [reason for fit in suggested.workers for reason in fit.reasons]
-    assert any(r.startswith("COUNSELING_REQUIRES_LICENSED_SOCIAL_WORKER") for r in reasons)
     assert not any(_names_a_sensitive_need(reason) for reason in reasons)
+    assert not any(_tells_of_counseling(reason) for reason in reasons), reasons
     # Shown one need, a count of three would tell how many are withheld.
     assert not any(re.search(r"\d+ open need", reason) for reason in reasons), reasons
+    # A reader shown every need (an auditor) is told the rule.
+    audited = await stub.SuggestWorkers(
+        pb.SuggestWorkersRequest(
+            context=query_context("auditor", "confidentiality_review"), case_id="case-1"
+        )
+    )
+    [told] = next(fit.reasons for fit in audited.workers if fit.worker.worker_id == "cm-dana")
+    assert told.startswith("COUNSELING_REQUIRES_LICENSED_SOCIAL_WORKER: ")
 
 
 async def test_the_assignment_answer_withholds_the_sensitive_needs_it_matched(

@@ -56,9 +56,35 @@ def test_counseling_is_refused_without_a_valid_licence(worker_id: str) -> None:
 
 
 def test_substance_use_proposes_an_addiction_counselor_without_naming_the_need() -> None:
-    refusals = fit_refusals("case-1", _worker("cm-dana"), (NeedCategory.SUBSTANCE_USE,), 0, ON)
+    refusals = fit_refusals(
+        "case-1", _worker("cm-dana"), (NeedCategory.SUBSTANCE_USE,), 0, ON, sensitive_shown=True
+    )
     assert "addiction counselor" in refusals[0].details["suggested_referrals"]
     assert "substance_use" not in str(refusals[0].details) + refusals[0].description
+
+
+@pytest.mark.parametrize(
+    ("needs", "sensitive_shown", "rule"),
+    [
+        # Shown no need calling for counseling, the reader is not told one does.
+        ((NeedCategory.SUBSTANCE_USE,), False, errors.WORKER_LACKS_REQUIRED_CREDENTIAL),
+        ((NeedCategory.MENTAL_HEALTH,), False, errors.WORKER_LACKS_REQUIRED_CREDENTIAL),
+        ((NeedCategory.SUBSTANCE_USE,), True, errors.COUNSELING_REQUIRES_LICENSED_SOCIAL_WORKER),
+        # Counseling is no special data: shown, it explains the refusal.
+        (
+            (NeedCategory.COUNSELING, NeedCategory.SUBSTANCE_USE),
+            False,
+            errors.COUNSELING_REQUIRES_LICENSED_SOCIAL_WORKER,
+        ),
+    ],
+)
+def test_a_reader_is_told_of_counseling_only_when_a_need_shown_to_them_calls_for_it(
+    needs: tuple[NeedCategory, ...], sensitive_shown: bool, rule: str
+) -> None:
+    refusals = fit_refusals(
+        "case-1", _worker("cm-dana"), needs, 0, ON, sensitive_shown=sensitive_shown
+    )
+    assert _rules(refusals) == [rule]
 
 
 def test_a_need_referred_out_no_longer_calls_for_a_licence() -> None:

@@ -60,7 +60,9 @@ async def test_the_case_can_be_assigned_once_intake_facts_arrive(
 
 
 async def test_a_case_manager_is_never_given_counseling(stub: Stub, intake: IntakeFeed) -> None:
-    await intake.open_case("case-1", "client-1", [HOME_CARE, NeedCategory.SUBSTANCE_USE])
+    # A need the coordinator is shown: one withheld from them is refused in other words
+    # (test_access_gaps).
+    await intake.open_case("case-1", "client-1", [HOME_CARE, COUNSELING])
     refusal = await refused(assign(stub, "case-1", "cm-dana"))
     assert refusal.code is grpc.StatusCode.FAILED_PRECONDITION
     assert refusal.rule == "COUNSELING_REQUIRES_LICENSED_SOCIAL_WORKER"

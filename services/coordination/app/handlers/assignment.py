@@ -8,6 +8,9 @@ from datetime import date
 from casetrail_platform.commands import CommandContext, NotFound
 from casetrail_platform.identity.principal import Principal
 from casetrail_platform.policy.guard import AccessControl
+from casetrail_platform.policy.vocabulary import Action as PolicyAction
+from casetrail_platform.policy.vocabulary import Decision
+from events.catalog.access import AccessPurpose
 from events.catalog.base import CaseEvent
 from events.envelope import RecordedEvent
 from services.coordination.adapters import read_models as views
@@ -46,13 +49,20 @@ async def assign_case(
     require_role(context.actor.role, Action.ASSIGN_CASE)
     supervisor = CaseSupervisor(deps.store, access, principal, command.case_id)
     await supervisor.read_assignable()
+    shown = (await answer_decision(access, principal, command.case_id)).sensitive
     try:
         return await _to_worker(
             deps,
             context,
             command,
             lambda history, facts, worker, load, on: decide_assignment(
-                supervisor.assignable(history), facts, worker, load, command, on
+                supervisor.assignable(history),
+                facts,
+                worker,
+                load,
+                command,
+                on,
+                sensitive_shown=shown,
             ),
         )
     except NotFound as missing:
@@ -77,14 +87,31 @@ async def transfer_case(
     require_role(context.actor.role, Action.TRANSFER_CASE)
     supervisor = CaseSupervisor(deps.store, access, principal, command.case_id)
     await supervisor.read()
+    shown = (await answer_decision(access, principal, command.case_id)).sensitive
     return await _to_worker(
         deps,
         context,
         command,
         lambda history, facts, worker, load, on: decide_transfer(
-            supervisor.case(history), facts, worker, load, command, on, context.moment()
+            supervisor.case(history),
+            facts,
+            worker,
+            load,
+            command,
+            on,
+            context.moment(),
+            sensitive_shown=shown,
         ),
     )
+
+
+async def answer_decision(access: AccessControl, principal: Principal, case_id: str) -> Decision:
+    """The policy's decision on what an assignment or a transfer tells its caller of the case's
+    needs: a read of the case for coordination. AssignCase's answer shows the needs matched
+    under it, and a worker refused is refused in words that tell of a sensitive need only
+    when it discloses sensitive values (``fit_refusals``); a refused read discloses none."""
+    facts = await access.case_facts(case_id)
+    return access.decide(principal, PolicyAction.READ_CASE, AccessPurpose.COORDINATION, facts)
 
 
 async def _to_worker(
