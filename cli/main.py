@@ -319,13 +319,14 @@ def bounded(low: int, high: int) -> Callable[[str], int]:
     """An argparse type: a whole number from ``low`` to ``high``."""
 
     def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if not low <= value <= high:
+        # ASCII digits only, as the settings read from the environment (whole_numbers):
+        # int() also reads "١٢" as 12, "7_301" as 7301 and refuses 4,300 digits naming nothing.
+        digits = text.removeprefix("-")
+        if not (digits.isascii() and digits.isdigit()):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number")
+        if len(digits.lstrip("0")) > len(str(abs(high))) or not low <= int(text) <= high:
             raise argparse.ArgumentTypeError(f"must be from {low} to {high}")
-        return value
+        return int(text)
 
     return parse
 

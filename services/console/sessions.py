@@ -81,7 +81,7 @@ class SessionStore:
         self._anonymous_signer = Signer(secret, salt="console-signin")
         self._csrf_signer = Signer(secret, salt="console-signin-csrf")
         self._signed_in: OrderedDict[str, Session] = OrderedDict()
-        self._of_person: dict[tuple[str, str], OrderedDict[str, None]] = {}
+        self._of_person: dict[tuple[str, str, str], OrderedDict[str, None]] = {}
         """Each person's signed-in session ids, oldest first."""
         self.lifetime = lifetime
         self.idle = idle
@@ -172,9 +172,10 @@ def csrf_matches(session: Session, given: object) -> bool:
     )
 
 
-def _person(principal: Principal) -> tuple[str, str]:
-    """Who signed in: a subject is one person within its issuer."""
-    return principal.issuer, principal.subject
+def _person(principal: Principal) -> tuple[str, str, str]:
+    """Who signed in: a subject is one person within its issuer and agency (as the policy
+    holds: another agency's namesake is someone else)."""
+    return principal.issuer, principal.agency, principal.subject
 
 
 def _new_id() -> str:

@@ -182,15 +182,16 @@ def test_no_flood_of_visitors_keeps_an_auditor_from_signing_in(
 def test_one_person_signing_in_again_and_again_signs_nobody_else_out(clock: Clock) -> None:
     """A person holds MAX_SESSIONS_PER_PERSON sessions, their own oldest ended past it: one
     supervisor's token signed in 10,001 times filled MAX_SESSIONS and dropped everyone else's
-    (review f-web). A namesake of another issuer is another person. Fails on the old code:
-    the auditor signed out, the supervisor holding 10,000 sessions."""
+    (review f-web). A namesake of another issuer, or of another agency, is another person.
+    Fails on the old code: the auditor signed out, the supervisor holding 10,000 sessions."""
     sessions = SessionStore(lifetime=3600, idle=3600, clock=clock)
     auditor = Principal(AUDITOR, Role.AUDITOR, "example-agency", "https://issuer.example")
     namesake = Principal("mallory", Role.AUDITOR, "example-agency", "https://other.example")
+    colleague = Principal("mallory", Role.AUDITOR, "westside-dss", "https://issuer.example")
     mallory = Principal("mallory", Role.SUPERVISOR, "example-agency", "https://issuer.example")
     kept = [
         sessions.sign_in(None, person, "token", "confidentiality_review", clock() + 600)
-        for person in (auditor, namesake)
+        for person in (auditor, namesake, colleague)
     ]
     cookies = [
         sessions.cookie_value(

@@ -41,13 +41,14 @@ def test_other_commands_still_refuse_unknown_options(capsys: pytest.CaptureFixtu
     assert "unrecognized arguments: --health-port 7001" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("port", ["70000", "-1", "0", "abc"])
+@pytest.mark.parametrize("port", ["70000", "-1", "0", "abc", "١٢", "7_301", " 12 ", "9" * 5000])
 def test_a_health_port_that_is_no_port_is_refused_naming_the_option(
     port: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """``--health-port`` (and ``CASETRAIL_HEALTH_PORT``, its default) is a port, 1 to 65535:
     70000 wrapped to 4464 and -1 to 65535, and a variable no number failed building the
-    parser with a traceback."""
+    parser with a traceback; ASCII digits only, as every number setting (int() read "١٢" as
+    12 and "7_301" as 7301)."""
     with pytest.raises(SystemExit) as stop:
         runner.parse(["--health-port", port])
     assert stop.value.code == 2
