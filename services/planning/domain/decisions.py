@@ -148,33 +148,42 @@ def _require_in_order(
 
 
 def _require_plan_work_in_order(plan: Plan, command: Command, occurred_at: datetime) -> None:
-    """A goal is achieved or evaluated not before its last revision nor the client's agreement
-    to it as it stands (an evaluation not before the plan's first agreement either), and a
-    change to the plan (a goal added, revised or dropped, an agreement) not before any of the
-    plan's work, so whatever work planning accepted, read in the order of its moments, is work
-    planning allows. Audit folds the plan so: an achievement dated before the agreement it
-    needs showed, as of it, a goal achieved on a plan never agreed, and one dated before a
-    revision (and the agreement to it) left the goal active in audit for good, achieved in
-    planning. An evaluation or achievement written up late may still be dated before later
-    work on other goals."""
+    """A goal is achieved not before its last revision nor the client's agreement to it as it
+    stands, evaluated not before the client first agreed to it and to the plan, and dropped not
+    before its latest evaluation; a change to the plan (a goal added, revised or dropped, an
+    agreement) not before the plan's latest change or achievement. So whatever work planning
+    accepted, read in the order of its moments, is work planning allows. Audit folds the plan
+    so: an achievement dated before the agreement it needs showed, as of it, a goal achieved on
+    a plan never agreed, and one dated before a revision (and the agreement to it) left the
+    goal active in audit for good, achieved in planning. An achievement written up late may
+    still be dated before later work on other goals.
+
+    Evaluations and changes need not wait for each other: an evaluation rates the goals as they
+    stood when it was held, and the review that asked for a revision is often written up after
+    the revision and its agreement, dated when it was held (as a revision agreed at a meeting
+    may be entered after an evaluation made since). Nothing folds them together (audit's state
+    leaves evaluations out, the case view orders them among themselves); a goal's first
+    agreement, which no change undoes, and its drop, after which it is not evaluated, are all
+    that order them."""
     if isinstance(command, PLAN_CHANGES):
         require_not_before(occurred_at, plan.last_work, plan.last_work_at)
-        return
+    # An unknown goal (None) is refused as such.
     match command:
-        case AchieveGoal():
-            carried_on = [command.goal_id]
+        case DropGoal() if (dropped := plan.goals.get(command.goal_id)) is not None:
+            require_not_before(occurred_at, dropped.evaluated, dropped.evaluated_at)
+        case AchieveGoal() if (achieved := plan.goals.get(command.goal_id)) is not None:
+            require_not_before(occurred_at, achieved.changed, achieved.changed_at)
+            agreed = f"the client agreed to goal {command.goal_id} as it stands"
+            require_not_before(occurred_at, agreed, achieved.agreed_at)
         case EvaluateProgress():
-            carried_on = [entry.goal_id for entry in command.goal_progress]
             first_agreed = f"plan {plan.plan_id} was first agreed"
             require_not_before(occurred_at, first_agreed, plan.first_agreed_at)
+            for entry in command.goal_progress:
+                if (rated := plan.goals.get(entry.goal_id)) is not None:
+                    agreed = f"the client first agreed to goal {entry.goal_id}"
+                    require_not_before(occurred_at, agreed, rated.first_agreed_at)
         case _:
-            return
-    for goal_id in carried_on:
-        goal = plan.goals.get(goal_id)
-        if goal is not None:  # an unknown goal is refused as such
-            require_not_before(occurred_at, goal.changed, goal.changed_at)
-            agreed = f"the client agreed to goal {goal_id} as it stands"
-            require_not_before(occurred_at, agreed, goal.agreed_at)
+            pass
 
 
 PLAN_WORK = (
@@ -189,8 +198,9 @@ PLAN_WORK = (
 """The commands that work on the current plan."""
 
 PLAN_CHANGES = (AddGoal, ReviseGoal, DropGoal, RecordAgreement)
-"""The commands that change the plan or agree to it: each follows all of the plan's work, so
-its changes and agreements are dated in the order they were made."""
+"""The commands that change the plan or agree to it: each follows the plan's changes and
+achievements (``Plan.last_work``), so its changes and agreements are dated in the order they
+were made."""
 
 
 CARRY_ON_GOALS = (RecordAgreement, AchieveGoal, EvaluateProgress)

@@ -9,10 +9,11 @@ Each goal also knows whether the client agreed to it as it stands: a goal added 
 after the last agreement is not agreed until the next one, so it cannot be achieved or
 evaluated before (the plan is built with the client, not for them).
 
-The moments of what the plan's work needs are kept with it (a goal's last change and the
-agreement to it as it stands, the plan's latest work): audit folds a case's history by the
-moments its events state, so work dated before what it needs would show, as of that moment,
-something planning never allowed: the decisions refuse it.
+The moments of what the plan's work needs are kept with it (a goal's last change, the
+agreement to it as it stands and the first, its latest evaluation, the plan's latest change or
+achievement): audit folds a case's history by the moments its events state, so work dated
+before what it needs would show, as of that moment, something planning never allowed: the
+decisions refuse it.
 
 A closure ends the plan's cycle: a reopened case (the client needs help again) starts with no
 plan, and a new one is drafted with the client; the earlier plans stay in the case's history,
@@ -75,7 +76,15 @@ class GoalState:
     was revised``: its drafting, addition or last revision), and when (``None``: not known)."""
     agreed_at: datetime | None = None
     """When the client agreed to the goal as it now stands (``None``: not agreed, or not
-    known): it is achieved and evaluated from then on."""
+    known): it is achieved from then on."""
+    first_agreed_at: datetime | None = None
+    """When the client first agreed to the goal, as it stood then (``None``: never, or not
+    known): it is evaluated from then on, so an evaluation written up late may be dated before
+    a later revision (the one it asked for)."""
+    evaluated: str = ""
+    evaluated_at: datetime | None = None
+    """Which evaluation rating the goal is stated as happening latest, and when: the goal is
+    not dropped before it (a dropped goal is not evaluated)."""
 
 
 @dataclass
@@ -92,8 +101,10 @@ class Plan:
     last_work: str = ""
     last_work_at: datetime | None = None
     """What of the plan's own work (its drafting, goals added, revised, achieved or dropped,
-    agreements, evaluations) is stated as happening latest, and when: the plan is not changed
-    nor agreed before it."""
+    agreements) is stated as happening latest, and when: the plan is not changed nor agreed
+    before it. Evaluations are not counted: one needs nothing newer than the first agreements
+    to it and its goals, and a change does not undo those (a goal is not dropped before its
+    own evaluations: ``GoalState.evaluated_at``)."""
 
     @property
     def version(self) -> int:
@@ -107,6 +118,13 @@ class Plan:
         """Note ``work`` done on the plan, stated as happening at ``occurred_at``."""
         if is_latest(occurred_at, self.last_work_at):
             self.last_work, self.last_work_at = work, occurred_at
+
+    def evaluated(self, event: ProgressEvaluated, work: str, occurred_at: datetime | None) -> None:
+        """Note the goals ``event`` rates as evaluated by ``work`` at ``occurred_at``."""
+        for entry in event.goal_progress:
+            goal = self.goals[entry.goal_id]
+            if is_latest(occurred_at, goal.evaluated_at):
+                goal.evaluated, goal.evaluated_at = work, occurred_at
 
     def active_goal_ids(self) -> tuple[str, ...]:
         return tuple(
@@ -192,10 +210,13 @@ class CasePlanning:
                     agreed = self.plan.goals[goal_id]
                     if not agreed.agreed:
                         agreed.agreed, agreed.agreed_at = True, occurred_at
+                        agreed.first_agreed_at = agreed.first_agreed_at or occurred_at
             case ContactLogged():
                 self.contact_ids.add(event.contact_id)
             case ProgressEvaluated():
                 self.evaluation_ids.add(event.evaluation_id)
+                if self.plan is not None:
+                    self.plan.evaluated(event, work, occurred_at)
             case CaseClosed():
                 self.closures += 1
                 self.closed_at = occurred_at
@@ -217,9 +238,9 @@ PLAN_WORK_EVENTS = (
     GoalAchieved,
     GoalDropped,
     PlanAgreed,
-    ProgressEvaluated,
 )
-"""Planning's events that work on a plan (``Plan.last_work``)."""
+"""Planning's events that change a plan, agree to it or achieve its goals (``Plan.last_work``;
+its evaluations: ``Plan.evaluated``)."""
 
 
 def cycle_work(event: CaseEvent) -> str:
