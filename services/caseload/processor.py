@@ -15,7 +15,8 @@
 Every table has a compacted changelog topic that Faust creates through its admin client (the
 broker refuses automatic topic creation, so nothing else could). Tables are kept in memory
 (``memory://``; rocksdb is not installed): on start Faust reads the changelogs back, so the
-state survives restarts as long as the topics do.
+state survives restarts as long as the topics do. After each rebalance they hold this
+process's assignment only (``tables.AssignedTable``).
 
 With ``exactly_once`` (the default) each partition's table changes, the facts it sent and its
 consumed offsets commit in one Kafka transaction (``transactions``: Faust alone would put a
@@ -68,6 +69,7 @@ from services.caseload.settings import (
     require_https_beyond_loopback,
     require_tls_to_audit,
 )
+from services.caseload.tables import AssignedTable
 from services.caseload.topics import internal_topics
 from services.caseload.transactions import SourcePartitionTransport
 
@@ -282,6 +284,9 @@ def build_app(settings: CaseloadSettings, registry: EventRegistry | None = None)
         broker_client_id=f"{settings.kafka.client_id}-caseload",
         broker_credentials=broker_credentials(settings.kafka.security),
         store="memory://",
+        # Its memory store drops a revoked partition's keys only if it knows their partition
+        # (``tables``).
+        Table=AssignedTable,
         datadir=str(settings.data_dir),
         autodiscover=False,
         processing_guarantee=settings.processing_guarantee,

@@ -11,7 +11,8 @@ from their changelogs while it still says so, and the views answered from half a
 2. ``assigned``: the new assignment, before Faust drops the revoked partitions from the tables
    and starts restoring the assigned ones (``_on_partitions_assigned``);
 3. ``recovered``: Faust's ``on_rebalance_end``, which it calls only once the tables hold the
-   latest assignment whole (a recovery a newer assignment overtook stops short of it).
+   latest assignment whole (a recovery a newer assignment overtook stops short of it), and,
+   its store having dropped the revoked partitions' keys, nothing else (``tables``).
 
 A recovery can still end after the next rebalance has started (that revocation can come during
 the recovery's last seek, before the new assignment): it counts for the rebalance its own

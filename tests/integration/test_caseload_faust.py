@@ -1,15 +1,16 @@
 """The caseload stream processor (Faust) on the real broker: caseloads per worker, overdue
 follow-ups and contacts per day converge from case events published by other services, survive
 a restart (tables rebuilt from their changelog topics), are not offered while a rebalance
-restores them, and the worker process serves them, each read recorded by audit (its real
-servicer in this process) before it is answered."""
+restores them nor hold another process's partitions after it, and the worker process serves
+them, each read recorded by audit (its real servicer in this process) before it is answered."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
@@ -225,6 +226,76 @@ async def test_a_process_is_not_ready_while_a_rebalance_restores_its_tables(
                 await watching
     assert watched.rebalancing > 0, "no rebalance seen"
     assert watched.ready_meanwhile == 0, watched
+
+
+def one_per_partition(names: Iterable[str], partition: Callable[[str], int]) -> dict[int, str]:
+    """The first of ``names`` on each partition (every partition gets one)."""
+    found: dict[int, str] = {}
+    for name in names:
+        found.setdefault(partition(name), name)
+    assert len(found) == PARTITIONS, found
+    return found
+
+
+def facts_partition_of(worker: str) -> int:
+    """The worker-facts partition of ``worker``, whose key the topic serialises as JSON."""
+    return partition_of(json.dumps(worker).encode())
+
+
+async def test_a_ready_process_holds_no_keys_of_partitions_handed_to_another(
+    setup: Setup, tmp_path: Path
+) -> None:
+    """Faust's memory store knew the partition only of keys it restored from a changelog, so
+    the keys a process wrote itself stayed in its tables when a second process joined and took
+    their partitions: ready again, it answered the list views with the other process's cases
+    and workers, frozen at the handover. Each partition holds a case, its worker's caseload and
+    their contacts, so whichever partitions move, the old code keeps some (review rev2)."""
+    history = History()
+    workers = one_per_partition((f"w-{n}" for n in range(100)), facts_partition_of)
+    # A case event's key is its case id.
+    cases = one_per_partition(
+        (f"c-{n}" for n in range(100)), lambda case: partition_of(case.encode())
+    )
+    held = {cases[p]: workers[p] for p in range(PARTITIONS)}
+    events: list[RecordedEvent] = []
+    for case, worker in held.items():
+        events += [
+            history.opened(case, ago(3)),
+            history.assigned(case, worker, ago(2)),
+            history.contact(case, worker, ago(1), day(1)),
+        ]
+    await publish(setup.kafka, setup.topic, events)
+    port = free_port()
+    other = worker_env_of(replace(setup.settings, data_dir=tmp_path / "other"), port)
+    async with started(setup.settings) as app:
+        await eventually(
+            lambda: app.ready() and len(queries.caseloads(app)) == PARTITIONS,
+            "the process to fold every case itself",
+            lambda: snapshot(app),
+        )
+        rebalances = app.rebalancing_count
+        log_path = tmp_path / "other.log"
+        # The other process joins and stays: this one keeps some partitions only.
+        async with worker_process(other, log_path) as process, asyncio.timeout(120):
+            # Polling: the other process tells its state on its status page only.
+            while not (
+                await reports_ready(port) and app.rebalancing_count > rebalances and app.ready()
+            ):
+                assert process.returncode is None, log_path.read_text()[-3000:]
+                await asyncio.sleep(0.2)
+            # No await from here: what the tables hold is read with the assignment they answer.
+            assert app.ready()
+            assignment = app.consumer.assignment()
+            mine = {tp.partition for tp in assignment if tp.topic == setup.topic}
+            facts = {tp.partition for tp in assignment if tp.topic == f"{app.conf.id}-worker-facts"}
+            assert 0 < len(mine) < PARTITIONS, mine
+            assert queries.caseloads(app) == {workers[p]: 1 for p in facts}
+            assert {case for case in held if queries.case_state(app, case)} == {
+                cases[p] for p in mine
+            }
+            assert {worker for worker in held.values() if contacts_of(app, worker)} == {
+                workers[p] for p in facts
+            }
 
 
 async def reports_ready(port: int) -> bool:
