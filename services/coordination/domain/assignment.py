@@ -70,10 +70,17 @@ def _licence_refusal(
     calling for it are special data withheld from them, and saying so would tell them the case
     has one: ``WORKER_LACKS_REQUIRED_CREDENTIAL``, the same whichever need it is. The rule holds
     alike for both."""
-    shown = [need for need in needs if sensitive_shown or not is_sensitive_code(need.value)]
-    if any(need in COUNSELING_NEEDS for need in shown):
+    if counseling_shown(needs, sensitive_shown=sensitive_shown):
         return errors.counseling_requires_licence(case_id, worker.worker_id, worker.role.value)
     return errors.credential_required(case_id, worker.worker_id, worker.role.value)
+
+
+def counseling_shown(needs: Sequence[NeedCategory], *, sensitive_shown: bool) -> bool:
+    """Whether a reader may be told that ``needs`` call for counseling: one of them does and is
+    shown to them (every need when ``sensitive_shown``, else only those no special data, as
+    ``counseling`` is). Told to any other, it would say the case has a withheld need."""
+    shown = [need for need in needs if sensitive_shown or not is_sensitive_code(need.value)]
+    return any(need in COUNSELING_NEEDS for need in shown)
 
 
 def decide_assignment(

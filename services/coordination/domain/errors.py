@@ -177,6 +177,26 @@ def withdrawal_leaves_counseling(
     )
 
 
+def withdrawal_lacks_credential(
+    case_id: str, referral_id: str, worker_id: str, worker_role: str
+) -> RuleBroken:
+    """``withdrawal_leaves_counseling`` as told to a caller shown no need calling for
+    counseling (a coordinator withdrawing a referral of a need withheld from them), in the
+    words of ``credential_required``: the same whichever need, naming no licence nor
+    counseling provider, either of which would tell them the referral's need calls for
+    counseling."""
+    return RuleBroken(
+        WORKER_LACKS_REQUIRED_CREDENTIAL,
+        f"withdrawing referral {referral_id} would leave case {case_id}'s open needs with worker"
+        f" {worker_id} ({worker_role}), who lacks a credential they require. Transfer the case"
+        " with TransferCase to a worker who holds it first",
+        subject=f"referral/{referral_id}",
+        worker_id=worker_id,
+        worker_role=worker_role,
+        suggested_action="TransferCase",
+    )
+
+
 def caseload_full(worker_id: str, caseload: int, capacity: int) -> RuleBroken:
     return RuleBroken(
         CASELOAD_FULL,

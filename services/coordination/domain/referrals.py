@@ -21,7 +21,7 @@ from events.catalog.referrals import (
 from events.envelope import Actor
 from services.coordination.domain import errors
 from services.coordination.domain.agency import Agency
-from services.coordination.domain.assignment import counseling_licence
+from services.coordination.domain.assignment import counseling_licence, counseling_shown
 from services.coordination.domain.case import (
     RUNNING_REFERRAL_STATUSES,
     CaseState,
@@ -136,6 +136,8 @@ def decide_withdrawal(
     agency: Agency | None = None,
     on: date | None = None,
     occurred_at: datetime | None = None,
+    *,
+    sensitive_shown: bool = False,
 ) -> list[CaseEvent]:
     """The agency calls off a referral still running (pending or accepted); one that ended
     (declined, completed, withdrawn) stays as it ended. Allowed on a closed case too: it takes
@@ -146,7 +148,9 @@ def decide_withdrawal(
     (``withdrawal_leaves_counseling``): assignment lets a case manager carry such a case only
     while a provider has the need. The closure's withdrawals are not decided here: a closed case
     asks nothing of its worker. ``occurred_at``: the command's moment (stated, else now), not
-    before the referral's last event."""
+    before the referral's last event; ``sensitive_shown``: whether the caller may see the case's
+    sensitive values, without which that refusal tells of counseling only when the referral's
+    need is shown to them (``assignment.counseling_shown``)."""
     require_case_worker(actor, Action.WITHDRAW_REFERRAL, state.worker_id)
     referral = state.referrals.get(command.referral_id)
     if referral is None:
@@ -160,13 +164,18 @@ def decide_withdrawal(
             status=referral.status.value,
         )
     if facts is not None and agency is not None and on is not None:
-        _require_counseling_kept(state, referral, facts, agency, on)
+        _require_counseling_kept(state, referral, facts, agency, on, sensitive_shown)
     require_not_before(occurred_at, referral.last_change, referral.changed_at)
     return [_withdrawn(command.case_id, referral, command.reason)]
 
 
 def _require_counseling_kept(
-    state: CaseState, referral: Referral, facts: CaseFacts, agency: Agency, on: date
+    state: CaseState,
+    referral: Referral,
+    facts: CaseFacts,
+    agency: Agency,
+    on: date,
+    sensitive_shown: bool,
 ) -> None:
     """Refuse to hand the referral's need back to the case's worker when it calls for counseling
     and they may not counsel on ``on`` (a case manager, a licence lapsed): it is still the
@@ -189,7 +198,12 @@ def _require_counseling_kept(
     if worker is not None and counseling_licence(worker, on) is not None:
         return
     role = worker.role if worker is not None else state.worker_role
-    raise errors.withdrawal_leaves_counseling(
+    refusal = (
+        errors.withdrawal_leaves_counseling
+        if counseling_shown((need,), sensitive_shown=sensitive_shown)
+        else errors.withdrawal_lacks_credential
+    )
+    raise refusal(
         facts.case_id,
         referral.referral_id,
         state.worker_id,

@@ -305,8 +305,11 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
     async def WithdrawReferral(
         self, request: pb.WithdrawReferralRequest, context: Context
     ) -> pb.WithdrawReferralResponse:
-        ctx, command = self._parse(principal_of(context), request, commands.WithdrawReferral)
-        recorded = await referrals.withdraw_referral(self._deps, ctx, command)
+        principal = principal_of(context)
+        ctx, command = self._parse(principal, request, commands.WithdrawReferral)
+        recorded = await referrals.withdraw_referral(
+            self._deps, ctx, command, principal, self._access
+        )
         return pb.WithdrawReferralResponse(result=convert.result(command.case_id, recorded))
 
     # -- scheduling -------------------------------------------------------------------------

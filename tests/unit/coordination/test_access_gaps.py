@@ -17,7 +17,7 @@ from casetrail.common.v1 import common_pb2
 from casetrail.coordination.v1 import coordination_pb2 as pb
 from casetrail_platform.policy.guard import REDACTED_KEY
 from cli.rpc import Person
-from events.catalog.access import RecordAccessDenied, RecordAccessed
+from events.catalog.access import RecordAccessDenied, RecordAccessed, SensitiveCategory
 from events.catalog.assignment import CaseAssigned
 from events.catalog.base import Role
 from events.catalog.values import NeedCategory
@@ -28,7 +28,15 @@ from services.coordination.domain.commands import AssignCase
 from services.coordination.domain.facts import CaseFacts, case_stream
 from tests.support.grpc import details, mentions, refusal, violated_fields
 from tests.support.identity import TestIssuer, acting
-from tests.unit.coordination.rpc import assign, refused, schedule_request, served, usd
+from tests.unit.coordination.rpc import (
+    accept,
+    assign,
+    refer,
+    refused,
+    schedule_request,
+    served,
+    usd,
+)
 from tests.unit.coordination.support import (
     IntakeFeed,
     Refusal,
@@ -174,6 +182,58 @@ async def test_suggestions_to_a_coordinator_give_no_sensitive_need_in_the_reason
     )
     [told] = next(fit.reasons for fit in audited.workers if fit.worker.worker_id == "cm-dana")
     assert told.startswith("COUNSELING_REQUIRES_LICENSED_SOCIAL_WORKER: ")
+
+
+async def test_a_withdrawal_refusal_tells_a_coordinator_neither_the_need_nor_counseling(
+    stub: Stub, intake: IntakeFeed
+) -> None:
+    """A worker who may not counsel (a licence lapsed) carries a substance-use or mental-health
+    need a provider took on; the
+    coordinator withdrawing that referral (its need withheld from them) was refused because it
+    would leave the case's "needs calling for counseling" with the worker, telling them the
+    referral's need is one of those. Refused alike, the same whichever need."""
+    refusals = {}
+    for case_id, need in (
+        ("case-su", NeedCategory.SUBSTANCE_USE),
+        ("case-mh", NeedCategory.MENTAL_HEALTH),
+    ):
+        client_id = f"client-{case_id}"
+        await intake.open_case(case_id, client_id, [NeedCategory.HOME_CARE, need])
+        await intake.consent(case_id, client_id, categories=[SensitiveCategory(need.value)])
+        referral = await refer(stub, case_id, need.value)
+        await accept(stub, case_id, referral.referral_id)
+        await assign(stub, case_id, "sw-expired")
+        refusals[case_id] = await refused(
+            stub.WithdrawReferral(
+                pb.WithdrawReferralRequest(
+                    context=command_context("coordinator"),
+                    case_id=case_id,
+                    referral_id=referral.referral_id,
+                    reason="client moved in with her daughter",
+                )
+            )
+        )
+    refusal = refusals["case-su"]
+    assert (refusal.code, refusal.rule) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "WORKER_LACKS_REQUIRED_CREDENTIAL",
+    )
+    assert refusal.metadata["suggested_action"] == "TransferCase"
+    assert "sw-expired" in refusal.message
+    for said in _told(refusal):
+        assert not _names_a_sensitive_need(said)
+        assert not _tells_of_counseling(said), said
+    other = refusals["case-mh"]
+    case_su_referral = refusal.metadata["subject"].removeprefix("referral/")
+    case_mh_referral = other.metadata["subject"].removeprefix("referral/")
+
+    def alike(told: Refusal) -> tuple[object, ...]:
+        said = told.message.replace("case-mh", "case-su").replace(
+            case_mh_referral, case_su_referral
+        )
+        return told.code, said, {**told.metadata, "subject": ""}
+
+    assert alike(other) == alike(refusal)
 
 
 async def test_the_assignment_answer_withholds_the_sensitive_needs_it_matched(

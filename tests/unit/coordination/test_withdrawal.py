@@ -148,11 +148,23 @@ def _counseling_state(worker_id: str, *referrals: tuple[NeedCategory, ReferralSt
 
 
 def _withdrawn_from(
-    state: CaseState, needs: tuple[NeedCategory, ...], closed: bool = False
+    state: CaseState,
+    needs: tuple[NeedCategory, ...],
+    closed: bool = False,
+    *,
+    sensitive_shown: bool = True,
 ) -> list[object]:
     facts = CaseFacts("case-1", "client-1", needs, closed=closed)
     return list(
-        decide_withdrawal(state, _withdraw(), COORDINATOR, facts, sample_agency(), AGENCY_DAY)
+        decide_withdrawal(
+            state,
+            _withdraw(),
+            COORDINATOR,
+            facts,
+            sample_agency(),
+            AGENCY_DAY,
+            sensitive_shown=sensitive_shown,
+        )
     )
 
 
@@ -173,6 +185,27 @@ def test_a_counseling_need_is_not_handed_back_to_a_worker_who_may_not_counsel(
     assert not [n for n in NeedCategory if n is not NeedCategory.COUNSELING and n.value in text]
     assert "TransferCase" in text
     assert "MakeReferral" in text
+
+
+@pytest.mark.parametrize(
+    ("need", "sensitive_shown", "rule"),
+    [
+        # Shown no need calling for counseling, the caller is not told the referral's does.
+        (NeedCategory.SUBSTANCE_USE, False, errors.WORKER_LACKS_REQUIRED_CREDENTIAL),
+        (NeedCategory.MENTAL_HEALTH, False, errors.WORKER_LACKS_REQUIRED_CREDENTIAL),
+        (NeedCategory.MENTAL_HEALTH, True, errors.COUNSELING_REQUIRES_LICENSED_SOCIAL_WORKER),
+        # Counseling is no special data: shown, it explains the refusal.
+        (NeedCategory.COUNSELING, False, errors.COUNSELING_REQUIRES_LICENSED_SOCIAL_WORKER),
+    ],
+)
+def test_a_withdrawal_tells_of_counseling_only_to_a_caller_shown_the_referrals_need(
+    need: NeedCategory, sensitive_shown: bool, rule: str
+) -> None:
+    state = _counseling_state("cm-dana", (need, ReferralStatus.ACCEPTED))
+    with pytest.raises(RuleBroken) as refusal:
+        _withdrawn_from(state, (NeedCategory.HOUSING, need), sensitive_shown=sensitive_shown)
+    assert refusal.value.rule == rule
+    assert refusal.value.details["suggested_action"] == "TransferCase"
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ from casetrail_platform.policy.decide import decide_disclosure
 from casetrail_platform.policy.guard import AccessControl
 from casetrail_platform.policy.vocabulary import Decision
 from events.catalog.access import AccessPurpose, DisclosureBasis, RecordSection, SensitiveCategory
+from services.coordination.app.handlers.assignment import answer_decision
 from services.coordination.app.handlers.carriers import carried, carried_case
 from services.coordination.app.handlers.running import (
     SOURCE,
@@ -72,14 +73,21 @@ async def make_referral(
 
 
 async def withdraw_referral(
-    deps: Dependencies, context: CommandContext, command: WithdrawReferral
+    deps: Dependencies,
+    context: CommandContext,
+    command: WithdrawReferral,
+    principal: Principal,
+    access: AccessControl,
 ) -> Recorded:
+    """``principal``: the verified caller, told of counseling in a refusal only as the policy
+    lets them read the case's needs (``answer_decision``)."""
     if (earlier := await earlier_answer(deps, context)) is not None:
         # Its answer waits for the bus as the first did: it may have been lost waiting.
         return await on_the_bus(deps, earlier)
     # decide_withdrawal checks the case's worker again on the history it decides on.
     await carried_case(deps, context, Action.WITHDRAW_REFERRAL, command.case_id)
     facts = await command_facts(deps, context, command.case_id)
+    shown = (await answer_decision(access, principal, command.case_id)).sensitive
     today = deps.today()
     recorded = await run(
         deps,
@@ -93,6 +101,7 @@ async def withdraw_referral(
             deps.agency,
             today,
             context.moment(),
+            sensitive_shown=shown,
         ),
     )
     # The partner agency reads no more of the case from the answer on (``on_the_bus``).
