@@ -184,6 +184,18 @@ def scheduled_and_running(document: Document, *, special: bool) -> tuple[int, in
     )
 
 
+def special_entry_ids(document: Document) -> frozenset[str]:
+    """The ids of the case's services still scheduled and referrals still running of a
+    special-data kind or need, the entries ``scheduled_and_running`` leaves uncounted for a
+    reader not entitled to sensitive values (a closure's refusal lists them to no such reader).
+    """
+    services = [s["service_id"] for s in _scheduled(document) if is_sensitive_code(s["kind"])]
+    referrals = [
+        r["referral_id"] for r in _running(document) if is_sensitive_code(r["need_category"])
+    ]
+    return frozenset([*services, *referrals])
+
+
 def current(document: Document, key: str) -> Document | None:
     """The plan or discharge plan under ``key`` if it belongs to the case's current cycle.
 

@@ -29,6 +29,7 @@ from services.planning.adapters.case_document import (
     apply_event,
     new_document,
     settle_erased,
+    special_entry_ids,
 )
 from services.planning.adapters.staff import STAFF, record_worker, staff_members
 from services.planning.domain.model import UNKNOWN_CASE, CaseFacts, StaffMember
@@ -193,6 +194,7 @@ class CaseViews:
                 # An erased client's need categories are markers: no need is known then.
                 if r["status"] in REFERRED_STATUSES and r["need_category"] in NEED_CODES
             ),
+            special_entry_ids=special_entry_ids(document),
         )
 
     async def staff(self, worker_ids: Iterable[str]) -> dict[str, StaffMember]:

@@ -62,12 +62,18 @@ async def handle(
     *,
     earlier: list[RecordedEvent] | None = None,
     day: date | None = None,
+    sensitive_shown: bool = False,
 ) -> Outcome:
     """``earlier``: what the command's key recorded before, when the entrypoint has read it
     already (``decide.recorded_before``, a supervisor's CloseCase): the retry is answered from
     it, with nothing decided or read again. ``day``: the command's day, which rules about
-    what is valid from now on are checked on (``decide``)."""
-    recorded = earlier if earlier is not None else await _record(deps, context, command, day)
+    what is valid from now on are checked on (``decide``). ``sensitive_shown``: whether the
+    caller may see the case's sensitive values, which a refusal names only then (``decide``)."""
+    recorded = (
+        earlier
+        if earlier is not None
+        else await _record(deps, context, command, day, sensitive_shown)
+    )
     if isinstance(command, CloseCase):
         # A closure ends a partner agency's part in the case: from the answer on, its reads in
         # every service wait for their facts to hold it (``once_published``).
@@ -88,7 +94,11 @@ async def handle(
 
 
 async def _record(
-    deps: Dependencies, context: CommandContext, command: Command, day: date | None
+    deps: Dependencies,
+    context: CommandContext,
+    command: Command,
+    day: date | None,
+    sensitive_shown: bool,
 ) -> list[RecordedEvent]:
     """Decide ``command`` on the case's plan and record what it decides (a retry: what it
     recorded the first time)."""
@@ -106,7 +116,16 @@ async def _record(
             raise _StaffToLookUp(unknown)
         # The moment its events carry, stated or not: each is checked against the case's.
         moment = context.moment()
-        return decide(record, facts, context.actor, command, moment, staff, day)
+        return decide(
+            record,
+            facts,
+            context.actor,
+            command,
+            moment,
+            staff,
+            day,
+            sensitive_shown=sensitive_shown,
+        )
 
     while True:
         try:

@@ -80,6 +80,8 @@ def decide(
     occurred_at: datetime | None = None,
     staff: Mapping[str, StaffMember] | None = None,
     day: date | None = None,
+    *,
+    sensitive_shown: bool = False,
 ) -> list[CaseEvent]:
     """``occurred_at``: when the command happens, the moment its events carry (the one it
     states, else now: ``CommandContext.moment``; ``None``: not known, not checked).
@@ -87,7 +89,9 @@ def decide(
     command's tasks', and for work on the plan's goals their tasks'). ``day``: the
     command's day (its stated moment's, else the server's), from which on a counseling task's
     worker must be licensed whatever the task's date (``require_qualified_owners``; ``None``:
-    on the task's date alone)."""
+    on the task's date alone). ``sensitive_shown``: whether the caller may see the case's
+    sensitive values, without which a closure's refusal names none of its entries withheld from
+    them (``_close``)."""
     known_staff = staff or {}
     action = ACTIONS[type(command)]
     require_assignment(actor, action, facts.worker_id)
@@ -117,7 +121,7 @@ def decide(
         case PlanDischarge():
             return [_plan_discharge(record, command)]
         case CloseCase():
-            return [_close(record, facts, command)]
+            return [_close(record, facts, command, sensitive_shown)]
 
 
 def _require_in_order(
@@ -460,13 +464,20 @@ def _plan_discharge(record: CasePlanning, command: PlanDischarge) -> DischargePl
     )
 
 
-def _close(record: CasePlanning, facts: CaseFacts, command: CloseCase) -> CaseClosed:
+def _close(
+    record: CasePlanning, facts: CaseFacts, command: CloseCase, sensitive_shown: bool
+) -> CaseClosed:
+    # Entries withheld from the caller as special data block the closure all the same, named
+    # only to one who may see them: an id their view lists nowhere would tell of the need.
+    withheld = None if sensitive_shown else facts.special_entry_ids
     if facts.scheduled_service_ids:
-        raise errors.services_still_scheduled(command.case_id, facts.scheduled_service_ids)
+        raise errors.services_still_scheduled(
+            command.case_id, facts.scheduled_service_ids, withheld
+        )
     # A referral still running keeps a partner agency working on, and reading, the case: it
     # ends (completed or declined) before the case does.
     if facts.running_referral_ids:
-        raise errors.referrals_still_running(command.case_id, facts.running_referral_ids)
+        raise errors.referrals_still_running(command.case_id, facts.running_referral_ids, withheld)
     if command.reason is DischargeReason.GOALS_ACHIEVED:
         _require_goals_achieved(record, command.case_id)
     return CaseClosed(case_id=command.case_id, reason=command.reason, note=command.note)

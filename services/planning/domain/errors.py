@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Set
 from datetime import date
 
 from casetrail_platform.commands import RuleBroken
@@ -57,25 +57,56 @@ def goal_not_active(goal_id: str, status: str) -> RuleBroken:
     )
 
 
-def services_still_scheduled(case_id: str, service_ids: Iterable[str]) -> RuleBroken:
-    listed = ",".join(sorted(service_ids))
+UNLISTED = "special_data"
+"""A closure's refusal's ``unlisted``, to a caller not entitled to sensitive values: entries
+of a special-data kind or need are not listed (``_listing``)."""
+
+
+def services_still_scheduled(
+    case_id: str, service_ids: Iterable[str], withheld: Set[str] | None = None
+) -> RuleBroken:
+    """``withheld``: to a caller not entitled to sensitive values, the ids they are not shown
+    (``CaseFacts.special_entry_ids``, maybe none), left out of the refusal (``_listing``);
+    ``None``: the caller may see every one."""
+    listed, said = _listing(service_ids, withheld)
     return RuleBroken(
         SERVICES_STILL_SCHEDULED,
-        f"services are still scheduled ({listed}); deliver or cancel them before closing",
+        f"services are still scheduled ({said}); deliver or cancel them before closing",
         subject=case_id,
         service_ids=listed,
+        **_unlisted(withheld),
     )
 
 
-def referrals_still_running(case_id: str, referral_ids: Iterable[str]) -> RuleBroken:
-    listed = ",".join(sorted(referral_ids))
+def referrals_still_running(
+    case_id: str, referral_ids: Iterable[str], withheld: Set[str] | None = None
+) -> RuleBroken:
+    """``withheld`` as for ``services_still_scheduled``."""
+    listed, said = _listing(referral_ids, withheld)
     return RuleBroken(
         REFERRALS_STILL_RUNNING,
-        f"referrals are still pending or accepted ({listed}); the partner agency completes or"
+        f"referrals are still pending or accepted ({said}); the partner agency completes or"
         " declines them before the case is closed",
         subject=case_id,
         referral_ids=listed,
+        **_unlisted(withheld),
     )
+
+
+def _listing(ids: Iterable[str], withheld: Set[str] | None) -> tuple[str, str]:
+    """The ids a closure's refusal lists (those not ``withheld``), and how its message says
+    them: to a caller not entitled to sensitive values (``withheld`` not ``None``) in the same
+    words whether the case has such an entry or not, and whichever need or kind, so that only a
+    refusal listing none tells that one blocks the closure (the rule holds alike)."""
+    if withheld is None:
+        listed = ",".join(sorted(ids))
+        return listed, listed
+    listed = ",".join(sorted(i for i in ids if i not in withheld))
+    return listed, f"{listed or 'none you are shown'}; any of special data are withheld from you"
+
+
+def _unlisted(withheld: Set[str] | None) -> dict[str, str]:
+    return {} if withheld is None else {"unlisted": UNLISTED}
 
 
 def plan_too_large(plan_id: str, what: str, limit: int) -> RuleBroken:

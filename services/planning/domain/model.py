@@ -329,6 +329,10 @@ class CaseFacts:
     """Referrals made and not yet declined or completed (pending or accepted)."""
     referred_needs: frozenset[NeedCategory] = frozenset()
     """Needs an outside provider took on (its referral accepted, or completed)."""
+    special_entry_ids: frozenset[str] = frozenset()
+    """Those of ``scheduled_service_ids`` and ``running_referral_ids`` of a special-data kind
+    or need, which the case's view withholds whole from a reader not entitled to sensitive
+    values: a closure's refusal names them to no such caller (``errors.still_scheduled``)."""
 
     def is_closed(self, record: CasePlanning) -> bool:
         # Planning closes cases in its own stream; a reopening comes from elsewhere on the bus.

@@ -19,9 +19,12 @@ from casetrail_platform.grpc_platform.context import (
 )
 from casetrail_platform.grpc_platform.server import Context, refusals_as_status
 from casetrail_platform.identity.grpc_auth import principal_of
+from casetrail_platform.identity.principal import Principal
 from casetrail_platform.policy import redaction
 from casetrail_platform.policy.guard import AccessControl, Disclosure
-from events.catalog.access import RecordSection
+from casetrail_platform.policy.vocabulary import Action as PolicyAction
+from casetrail_platform.policy.vocabulary import Decision
+from events.catalog.access import AccessPurpose, RecordSection
 from events.catalog.base import CaseEvent, Role
 from events.catalog.monitoring import ContactLogged, ProgressEvaluated
 from events.catalog.planning import GoalAdded, PlanAgreed, PlanDrafted
@@ -302,7 +305,8 @@ class PlanningServicer(planning_pb2_grpc.PlanningServiceServicer):
                 case_id,
                 assignment_seen=await self._deps.views.assignment_seen(case_id),
             )
-        outcome = await self._run(command_context, command, earlier)
+        shown = (await self._closure_decision(principal, case_id)).sensitive
+        outcome = await self._run(command_context, command, earlier, sensitive_shown=shown)
         return planning_pb2.CloseCaseResponse(result=self._result(command, outcome))
 
     @refusals_as_status
@@ -375,11 +379,34 @@ class PlanningServicer(planning_pb2_grpc.PlanningServiceServicer):
         context: CommandContext,
         command: Command,
         earlier: list[RecordedEvent] | None = None,
+        *,
+        sensitive_shown: bool = False,
     ) -> Outcome:
         day = self._day(context, timely=True)
         # A command stating no moment happens on the clock its day is read on.
         moment_on_clock = replace(context, clock=self._clock)
-        return await handle(self._deps, moment_on_clock, command, earlier=earlier, day=day)
+        return await handle(
+            self._deps,
+            moment_on_clock,
+            command,
+            earlier=earlier,
+            day=day,
+            sensitive_shown=sensitive_shown,
+        )
+
+    async def _closure_decision(self, principal: Principal, case_id: str) -> Decision:
+        """The policy's decision on what a closure's refusal tells its caller of the case's
+        entries: a read of the case for the purpose their role closes it under (a supervisor's
+        supervision, the coordinator's and the case's worker's coordination). A refusal names
+        a service or referral of special data only when it discloses sensitive values
+        (``decisions._close``); a refused read discloses none."""
+        purpose = (
+            AccessPurpose.SUPERVISION
+            if principal.role is Role.SUPERVISOR
+            else AccessPurpose.COORDINATION
+        )
+        facts = await self._access.case_facts(case_id)
+        return self._access.decide(principal, PolicyAction.READ_CASE, purpose, facts)
 
     def _day(self, context: CommandContext, timely: bool) -> date | None:
         """The command's day: its stated moment's, else the server's (``None`` when the clock

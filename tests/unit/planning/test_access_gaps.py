@@ -43,6 +43,7 @@ from services.planning.domain import commands as c
 from tests.support.identity import acting
 from tests.unit.planning.conftest import Planning
 from tests.unit.planning.support import (
+    COORDINATOR,
     INTAKE,
     INTAKE_WORKER,
     OTHER_WORKER,
@@ -54,6 +55,7 @@ from tests.unit.planning.support import (
     Bus,
     assigned,
     ctx,
+    delivered,
     goal,
     one,
     query,
@@ -245,6 +247,79 @@ async def test_a_service_in_the_view_names_no_referral_withheld_from_its_reader(
     links, withheld = await read(query(WORKER, "direct_care"))
     assert links == {"svc-detox": "ref-detox", "svc-physio": "ref-physio"}
     assert "services.referral_id" not in withheld
+
+
+async def test_a_closure_refusal_names_no_entry_withheld_from_its_caller(
+    planning: Planning,
+) -> None:
+    """A coordinator's case view lists no addiction counseling and no referral for substance
+    use, yet the closure's refusal listed their ids among the ones blocking it. To a caller not
+    entitled they are left out, in the same words whether the case has any; they still block."""
+    for case_id in ("case-su", "case-plain"):
+        await open_case(planning.bus, case_id, NeedCategory.SUBSTANCE_USE, NeedCategory.HOUSING)
+        await planning.bus.record(
+            "casetrail/coordination",
+            case_id,
+            scheduled(case_id, "svc-physio", day=1),
+            referral(case_id, "ref-physio"),
+        )
+    await planning.bus.record(
+        "casetrail/coordination",
+        "case-su",
+        scheduled("case-su", "svc-counseling").model_copy(
+            update={"kind": ServiceKind.ADDICTION_COUNSELING}
+        ),
+        referral("case-su", "ref-detox").model_copy(
+            update={"need_category": NeedCategory.SUBSTANCE_USE}
+        ),
+    )
+
+    async def refusal(actor: Actor, case_id: str) -> tuple[str, dict[str, str], str]:
+        close = planning_pb2.CloseCaseRequest(
+            context=ctx(actor, key=f"close-{actor.user_id}-{case_id}"),
+            case_id=case_id,
+            reason="client_moved",
+        )
+        code, details = await refused(planning.stub.CloseCase(close))
+        assert code is grpc.StatusCode.FAILED_PRECONDITION
+        info = one(details, error_details_pb2.ErrorInfo)
+        message = one(details, error_details_pb2.PreconditionFailure).violations[0].description
+        # Compared across the two cases: each names its own.
+        metadata = {key: value for key, value in info.metadata.items() if key != "subject"}
+        return info.reason, metadata, message.replace(case_id, "<case>")
+
+    rule, metadata, message = await refusal(COORDINATOR, "case-su")
+    assert rule == "SERVICES_STILL_SCHEDULED"
+    assert metadata["service_ids"] == "svc-physio"
+    assert "svc-counseling" not in message
+    # Said alike of a case with no such service.
+    assert await refusal(COORDINATOR, "case-plain") == (rule, metadata, message)
+    # The case's worker, entitled, is told every one.
+    _, told, _ = await refusal(WORKER, "case-su")
+    assert told["service_ids"] == "svc-counseling,svc-physio"
+
+    # Only a withheld service left: the closure is still refused, naming none.
+    await planning.bus.record(
+        "casetrail/coordination", "case-su", delivered("case-su", "svc-physio")
+    )
+    rule, metadata, message = await refusal(COORDINATOR, "case-su")
+    assert (rule, metadata["service_ids"]) == ("SERVICES_STILL_SCHEDULED", "")
+    assert "svc-counseling" not in message
+    await planning.bus.record(
+        "casetrail/coordination", "case-su", delivered("case-su", "svc-counseling")
+    )
+    await planning.bus.record(
+        "casetrail/coordination", "case-plain", delivered("case-plain", "svc-physio")
+    )
+
+    # Referrals alike.
+    rule, metadata, message = await refusal(COORDINATOR, "case-su")
+    assert (rule, metadata["referral_ids"]) == ("REFERRALS_STILL_RUNNING", "ref-physio")
+    assert "ref-detox" not in message
+    _, plain, plain_message = await refusal(COORDINATOR, "case-plain")
+    assert (plain, plain_message) == (metadata, message)
+    _, told, _ = await refusal(WORKER, "case-su")
+    assert told["referral_ids"] == "ref-detox,ref-physio"
 
 
 # 2. Every refusal of a list is recorded.
