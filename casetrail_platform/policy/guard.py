@@ -128,6 +128,11 @@ class Disclosure:
     one: ``redaction.special_ids``, taken before ``keep_readable``): a decision not entitled
     to sensitive values clears the fields naming one and lists their paths as withheld
     (``redaction.unlink``)."""
+    special_referrers: Mapping[str, Set[str]] = field(default_factory=dict)
+    """As ``special_links``, for lists whose entries are about such an entry rather than
+    linked to it (``{"claims.service_ids": ids}``, the case's services of a special-data kind):
+    a decision not entitled to sensitive values withholds each entry naming one whole, as the
+    entry it names, and lists the paths as withheld (``redaction.drop_referrers``)."""
 
     def keep_readable(self, special_entries: Iterable[str]) -> None:
         """Cut ``message``'s lists to the entries the reader may see, before an answer bounds
@@ -142,6 +147,7 @@ class Disclosure:
             redaction.keep_referred(self.message, self.referral_paths, self.decision.referral_ids)
         if not self.decision.sensitive:
             redaction.redact(self.message, special_entries)
+            redaction.drop_referrers(self.message, self.special_referrers)
 
 
 @dataclass
@@ -470,6 +476,7 @@ class AccessControl:
             elif item.message is not None:
                 hidden += redaction.redact(item.message, item.sensitive_paths)
                 hidden += redaction.unlink(item.message, item.special_links)
+                hidden += redaction.drop_referrers(item.message, item.special_referrers)
             withheld.update(hidden)
             obligations.update(decision.obligations)
             rules.add(decision.rule)

@@ -111,6 +111,26 @@ def unlink(message: Message, links: Mapping[str, Set[str]]) -> list[str]:
     return list(links)
 
 
+def drop_referrers(message: Message, referrers: Mapping[str, Set[str]]) -> list[str]:
+    """Withhold whole each entry of a list of ``message`` whose field at a path of
+    ``referrers`` (``claims.service_ids``: each of ``claims`` by its ``service_ids``) names one
+    of its ids, entries withheld whole (``special_ids``): a claim or a reservation for an
+    addiction-counseling service tells of it, though none of its own fields is special data,
+    and cleared of the id it would still say that it was for something withheld. The paths
+    withheld: every one, whatever it held, as ``unlink``'s."""
+    for path, ids in referrers.items():
+        *parents, name, id_field = path.split(".")
+        holder = message
+        for part in parents:
+            holder = getattr(holder, part)
+        entries = getattr(holder, name)
+        for index in reversed(range(len(entries))):
+            named = getattr(entries[index], id_field)
+            if not ids.isdisjoint([named] if isinstance(named, str) else named):
+                del entries[index]
+    return list(referrers)
+
+
 def _unlink(message: Message, parts: list[str], ids: Set[str]) -> None:
     name, rest = parts[0], parts[1:]
     value = getattr(message, name)

@@ -67,6 +67,21 @@ async def special_referrals(deps: Dependencies, case_id: str) -> frozenset[str]:
     )
 
 
+async def special_services(deps: Dependencies, case_id: str) -> frozenset[str]:
+    """The ids of the case's services of a special-data kind (``is_sensitive_code``), which a
+    reader not entitled to sensitive values is shown nowhere: neither among the case's services
+    nor as the service a reservation of a budget line is for."""
+    facts = await views.case_facts(deps.read_models, case_id)
+    if facts is None:
+        return frozenset()
+    schedule = await client_schedule(deps, facts.client_id)
+    return frozenset(
+        service.service_id
+        for service in schedule.services.values()
+        if service.case_id == case_id and is_sensitive_code(service.kind.value)
+    )
+
+
 async def cases_of_client(deps: Dependencies, client_id: str) -> list[str]:
     """The client's cases as coordination knows them (intake's openings, from the bus)."""
     return await views.cases_of_client(deps.read_models, client_id)

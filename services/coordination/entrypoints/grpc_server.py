@@ -86,6 +86,12 @@ REFERRAL_LINK = "services.referral_id"
 sensitive values when that referral is of a special-data need (``Disclosure.special_links``).
 The referral is withheld whole, and its id, listed by no referral of the case's answer, or
 missing from them when the schedule's is set beside it, could only be such a referral's."""
+CLAIM_SERVICES = "claims.service_ids"
+RESERVATION_SERVICE = "reservations.service_id"
+"""Where a claim and a reservation name the services they are about: for a caller not entitled
+to sensitive values, an entry naming one of a special-data kind is withheld whole as the service
+is (``Disclosure.special_referrers``): an id the case's services do not list could only be such
+a service's (addiction counseling)."""
 SCHEDULE_SENSITIVE_PATHS = ("services.kind",)
 SCHEDULE_SECTIONS = (RecordSection.IDENTITY, RecordSection.SERVICES)
 BUDGET_SECTIONS = (RecordSection.FUNDING,)
@@ -586,6 +592,10 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
                 section_paths=BUDGET_SECTION_PATHS,
             ),
         )
+        for index, item in enumerate(disclosures):
+            if not item.decision.sensitive:
+                special = await queries.special_services(self._deps, item.case_id)
+                disclosures[index] = replace(item, special_referrers={RESERVATION_SERVICE: special})
         await self._access.release(context, principal, reader.purpose, disclosures)
         shown = {
             reservation.reservation_id
@@ -644,6 +654,9 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
                 REFERRAL_LINK: redaction.special_ids(
                     answer, "referrals.need_category", "referral_id"
                 )
+            },
+            special_referrers={
+                CLAIM_SERVICES: redaction.special_ids(answer, "services.kind", "service_id")
             },
         )
         # Cut among what the caller may see: an entry withheld leaves no trace in the totals.
