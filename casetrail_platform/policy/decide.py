@@ -187,11 +187,30 @@ def decide_command(principal: Principal, *, home_agency: str) -> Decision:
     alone lets another agency's supervisor erase a client. The one exception is the partner
     agency, which by definition acts from its own agency: its commands (answering a referral,
     a service it delivers) are fenced to what is addressed to it by the services' own rules."""
-    if principal.agency == home_agency or principal.role is Role.PARTNER_AGENCY:
+    if _serves(principal, home_agency):
         return Decision(True, "agency-staff")
     return refusal(
         "no-relationship", f"only staff of {home_agency} record on its clients and cases"
     )
+
+
+def decide_agency_read(principal: Principal, *, home_agency: str) -> Decision:
+    """Whether ``principal`` may ask the services of ``home_agency`` for what is the agency's
+    own rather than one case's (its staff with their caseloads and credentials, its programmes,
+    its budget lines, its lists of cases and emergency accesses), before the role and the
+    service's own rules are looked at: as for a command (``decide_command``), its own staff,
+    and a partner agency, which the services' role rules then hold to what is addressed to it.
+    A role check alone showed another agency's coordinator the staff roster and its auditor
+    the budget."""
+    if _serves(principal, home_agency):
+        return Decision(True, "agency-staff")
+    return refusal("no-relationship", f"only staff of {home_agency} read its own records")
+
+
+def _serves(principal: Principal, home_agency: str) -> bool:
+    """Whether the services of ``home_agency`` take ``principal``'s requests at all: its own
+    staff's, and a partner agency's, which acts from its own agency by definition."""
+    return principal.agency == home_agency or principal.role is Role.PARTNER_AGENCY
 
 
 def decide_supervision(

@@ -31,6 +31,7 @@ from casetrail_platform.policy import redaction
 from casetrail_platform.policy.decide import (
     any_rule_for,
     decide,
+    decide_agency_read,
     decide_case_work,
     decide_client_correction,
     decide_supervision,
@@ -379,6 +380,16 @@ class AccessControl:
         )
         if not decision.allowed:
             await self.refuse(principal, action, CASE_WORK_PURPOSE, case_id, decision)
+
+    async def require_agency_reader(
+        self, principal: Principal, action: Action, purpose: AccessPurpose, subject: str
+    ) -> None:
+        """Refuse, and record under ``subject``, a caller of another agency asking for what is
+        the agency's own rather than one case's (``decide_agency_read``: PERMISSION_DENIED
+        ``NO_RELATIONSHIP``), before anything is read: the role alone let them in."""
+        decision = decide_agency_read(principal, home_agency=self.home_agency)
+        if not decision.allowed:
+            await self.refuse(principal, action, purpose, subject, decision)
 
     async def require_role(
         self, principal: Principal, action: Action, purpose: AccessPurpose, case_id: str

@@ -35,6 +35,9 @@ class Action(StrEnum):
     RECORD_CONSENT = "record a client's consent or its revocation"
     """Intake's commands on a case's work: a case-carrying worker's only on the case they carry
     (``decide.decide_case_work``)."""
+    READ_AGENCY = "read the agency's staff or programmes"
+    """What is the agency's own and no case's (coordination's ``ListWorkers``,
+    ``ListPrograms``): its staff's to read (``decide.decide_agency_read``)."""
     RECORD = "record on the agency's clients and cases"
     """Any command: ``decide.decide_command`` (the services' own rules decide the rest)."""
 

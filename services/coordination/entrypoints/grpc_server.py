@@ -104,6 +104,10 @@ categories are withheld from those not entitled to them)."""
 BUDGET_LINE = "budget-line"
 """Where a budget line refused outright is recorded: the refusal names no case (as planning's
 refused lists are recorded under ``case-list``)."""
+WORKERS = "workers"
+"""Where a refused ``ListWorkers`` is recorded (the agency's staff: no case)."""
+PROGRAMS = "programs"
+"""Where a refused ``ListPrograms`` is recorded (the agency's programmes: no case)."""
 ROLE_NOT_ALLOWED = refusal("role-not-allowed")
 """Coordination's own refusal of a role the policy would let read the case but that may not see
 the agency's staff (SuggestWorkers), in the policy's words so that it is recorded alike."""
@@ -155,8 +159,11 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
         staff_only: bool,
     ) -> None:
         """Refuse, recorded under ``subject``, a role no rule lets do ``action`` for
-        ``purpose`` and, with ``staff_only``, one coordination does not show its records to
-        (``permissions.Action.READ``): before anything is looked up."""
+        ``purpose`` and, with ``staff_only``, a caller of another agency (the agency's staff
+        are its own to read: ``require_agency_reader``) or a role coordination does not show
+        its records to (``permissions.Action.READ``): before anything is looked up."""
+        if staff_only:
+            await self._access.require_agency_reader(principal, action, purpose, subject)
         await self._access.require_role(principal, action, purpose, subject)
         if staff_only and not permissions.allows(principal.role, permissions.Action.READ):
             await self._access.refuse(principal, action, purpose, subject, ROLE_NOT_ALLOWED)
@@ -254,9 +261,13 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
     async def ListWorkers(
         self, request: pb.ListWorkersRequest, context: Context
     ) -> pb.ListWorkersResponse:
-        loads = await queries.workers(
-            self._deps, query_context_from(principal_of(context), request.context).actor
+        principal = principal_of(context)
+        reader = query_context_from(principal, request.context)
+        # The staff with their caseloads and credentials: the agency's own, not another's.
+        await self._access.require_agency_reader(
+            principal, PolicyAction.READ_AGENCY, reader.purpose, WORKERS
         )
+        loads = await queries.workers(self._deps, reader.actor)
         return pb.ListWorkersResponse(
             workers=[convert.worker(load.worker, load.caseload) for load in loads]
         )
@@ -515,9 +526,12 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
     async def ListPrograms(
         self, request: pb.ListProgramsRequest, context: Context
     ) -> pb.ListProgramsResponse:
-        programs = queries.programs(
-            self._deps, query_context_from(principal_of(context), request.context).actor
+        principal = principal_of(context)
+        reader = query_context_from(principal, request.context)
+        await self._access.require_agency_reader(
+            principal, PolicyAction.READ_AGENCY, reader.purpose, PROGRAMS
         )
+        programs = queries.programs(self._deps, reader.actor)
         return pb.ListProgramsResponse(programs=[convert.program(p) for p in programs])
 
     # -- funding ----------------------------------------------------------------------------

@@ -293,15 +293,18 @@ async def review_queue(
     """The accesses the caller oversees, overdue first then oldest first, and whether more
     than ``QUEUE_PAGE`` matched (or more than the queue's scan reads, those awaiting review
     read first). Cases the caller does not oversee are left out (the case asked for, if any,
-    with its refusal recorded); a caller who may not see the queue at all is refused, recorded
+    with its refusal recorded); a caller who may not see the queue at all (another agency's,
+    ``require_agency_reader``, or a role or purpose not a reviewer's) is refused, recorded
     under the case asked for or else under ``REVIEW_QUEUE``."""
+    asked = query.case_id or REVIEW_QUEUE
+    await access.require_agency_reader(principal, Action.REVIEW_EMERGENCY_ACCESS, purpose, asked)
     refusal = reviewer_refusal(principal.role, purpose)
     if refusal is not None:
         await access.refuse(
             principal,
             Action.REVIEW_EMERGENCY_ACCESS,
             purpose,
-            query.case_id or REVIEW_QUEUE,
+            asked,
             _refused(refusal, purpose),
         )
     items: list[QueueItem] = []

@@ -58,10 +58,12 @@ async def list_cases(
 ) -> tuple[list[tuple[Document, Decision]], bool]:
     """The matching cases the policy lets ``principal`` see (up to ``limit``), each with its
     decision, and whether more matched. A case the caller may not see is left out, not refused;
-    a list the caller may not ask for at all is refused and recorded under ``CASE_LIST``. The
+    a list the caller may not ask for at all (another agency's, ``require_agency_reader``, or a
+    role no rule lets list) is refused and recorded under ``CASE_LIST``. The
     answer is said truncated only when every case found was listed, as intake's duplicate
     search: otherwise the flag would count cases it leaves out (another team's supervisor
     filtering on a worker of that team, shown none, learning that more than ``limit`` match)."""
+    await access.require_agency_reader(principal, Action.LIST_CASES, purpose, CASE_LIST)
     await access.require_role(principal, Action.LIST_CASES, purpose, CASE_LIST)
     sensitive_filter = where.need in _SENSITIVE_NEEDS
     if sensitive_filter and not _may_see_sensitive_values(principal, purpose):

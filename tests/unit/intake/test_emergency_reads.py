@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -321,3 +322,42 @@ async def _record(store: SqliteEventStore, source: str, event: CaseEvent) -> Non
     )
     stream = case_stream(CASE)
     await store.append(stream, [NewEvent(event, metadata)], await store.stream_version(stream))
+
+
+async def test_another_agencys_reviewer_is_refused_the_queue_on_the_record(
+    store: SqliteEventStore, read_models: SqliteReadModelStore, access: AccessControl
+) -> None:
+    """The queue is the agency's: another agency's supervisor (the grantee's supervisor's
+    ``sub`` and team) or auditor is refused ``NO_RELATIONSHIP`` before it is read, recorded
+    under the queue, or the case asked for. Before, the queue was scanned, each case left out
+    and the empty answer (its ``truncated`` telling of a queue longer than a scan) unrecorded."""
+    await _opened_access(store, read_models, access)
+    await catch_up(store, read_models, EmergencyAccessesProjection())
+    elsewhere = "westside-dss"
+    namesakes = [
+        (replace(GRANTEES_SUPERVISOR, agency=elsewhere), AccessPurpose.SUPERVISION, None),
+        (replace(AUDITOR, agency=elsewhere), AccessPurpose.CONFIDENTIALITY_REVIEW, CASE),
+    ]
+    before = await store.last_position()
+    for principal, purpose, case_id in namesakes:
+        with pytest.raises(AccessDenied) as refused:
+            await review_queue(
+                EmergencyAccessQueue(read_models),
+                access,
+                principal,
+                purpose,
+                ListEmergencyAccesses(case_id=case_id),
+                datetime.now(UTC),
+                timedelta(hours=72),
+            )
+        assert refused.value.reason == "NO_RELATIONSHIP"
+    denied = [
+        r.event for r in await store.read_all(before) if isinstance(r.event, RecordAccessDenied)
+    ]
+    assert [(d.accessor_id, d.accessor_agency_id, d.case_id, d.rule) for d in denied] == [
+        ("helen", elsewhere, REVIEW_QUEUE, "no-relationship"),
+        ("james", elsewhere, CASE, "no-relationship"),
+    ]
+    # The agency's own see the queue as before.
+    items, _ = await _queue(read_models, access, GRANTEES_SUPERVISOR, AccessPurpose.SUPERVISION)
+    assert [item.entry.case_id for item in items] == [CASE]

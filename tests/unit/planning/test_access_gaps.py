@@ -401,6 +401,42 @@ async def test_listing_another_workers_cases_is_refused_and_recorded(planning: P
     )
 
 
+@pytest.mark.parametrize(
+    ("staff", "purpose"), [(COORDINATOR, "coordination"), (WORKER, "direct_care")]
+)
+async def test_another_agencys_caller_is_refused_the_list_of_cases_on_the_record(
+    planning: Planning, staff: Actor, purpose: str
+) -> None:
+    """The list is the agency's: another agency's caller in a role that lists cases here (a
+    coordinator, a social worker whose ``sub`` is one of the agency's workers') is refused
+    before the cases are looked up. Before, each case found was left out, the empty answer on
+    no record."""
+    await open_case(planning.bus, "case-1", NeedCategory.HOUSING)
+    listed = await planning.stub.ListCases(
+        planning_pb2.ListCasesRequest(context=query(staff, purpose))
+    )
+    assert [case.case_id for case in listed.cases] == ["case-1"]
+    before = await position(planning.store)
+    namesake = acting(
+        Person(staff.user_id, staff.role.value, agency="westside-dss"),
+        common_pb2.QueryContext(purpose=purpose),
+    )
+
+    code, details = await refused(
+        planning.stub.ListCases(planning_pb2.ListCasesRequest(context=namesake))
+    )
+
+    assert code is grpc.StatusCode.PERMISSION_DENIED
+    assert one(details, error_details_pb2.ErrorInfo).reason == "NO_RELATIONSHIP"
+    [denied] = await recorded(planning.store, before)
+    assert isinstance(denied, RecordAccessDenied)
+    assert (denied.case_id, denied.rule, denied.accessor_agency_id) == (
+        CASE_LIST,
+        "no-relationship",
+        "westside-dss",
+    )
+
+
 # 3. A refused caller cannot tell which cases exist.
 
 
