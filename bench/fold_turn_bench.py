@@ -19,6 +19,7 @@ from typing import cast
 from bench.common import median
 from casetrail_platform.policy.facts import CaseFacts, Entry, fold
 from casetrail_platform.policy.guard import FOLD_STEP, AccessControl
+from casetrail_platform.policy.home_agency import DEFAULT_HOME_AGENCY
 from casetrail_platform.store.port import EventStore
 from tests.support.fact_history import history
 
@@ -49,7 +50,7 @@ async def measured(folding: Callable[[], Awaitable[CaseFacts]]) -> tuple[float, 
 
 async def run(entries: int, rounds: int) -> None:
     case: list[Entry] = history(1, entries)
-    access = AccessControl(cast(EventStore, None), None, "audit")
+    access = AccessControl(cast(EventStore, None), None, "audit", home_agency=DEFAULT_HOME_AGENCY)
 
     async def at_once() -> CaseFacts:
         return fold("case-1", case)

@@ -37,8 +37,8 @@ from bench.common import (
     replace_section,
     rotations,
 )
-from casetrail_platform.policy.guard import DEFAULT_HOME_AGENCY as HOME_AGENCY
 from casetrail_platform.policy.guard import AccessControl
+from casetrail_platform.policy.home_agency import DEFAULT_HOME_AGENCY
 from casetrail_platform.policy.vocabulary import POLICY_VERSION
 from casetrail_platform.projections.runner import BusProjectionHandler
 from casetrail_platform.projections.sqlite import SqliteReadModelStore
@@ -179,7 +179,7 @@ async def run(options: argparse.Namespace, directory: Path) -> list[list[str]]:
             BusProjectionHandler(read_models, TimelineProjection(), service="audit"),
             BusProjectionHandler(read_models, ClientCasesProjection(), service="audit"),
             BusProjectionHandler(
-                read_models, DisclosureIndexProjection(HOME_AGENCY), service="audit"
+                read_models, DisclosureIndexProjection(DEFAULT_HOME_AGENCY), service="audit"
             ),
         ]
         for case_id in cases:
@@ -190,7 +190,7 @@ async def run(options: argparse.Namespace, directory: Path) -> list[list[str]]:
         deps = queries.AuditDeps(
             timelines=ReadModelTimelines(read_models, default_registry()),
             store=store,
-            access=AccessControl(store, None, "casetrail/audit"),
+            access=AccessControl(store, None, "casetrail/audit", home_agency=DEFAULT_HOME_AGENCY),
         )
         client_cases = ReadModelClientCases(read_models)
         index = ReadModelDisclosureIndex(read_models, default_registry())
@@ -199,7 +199,7 @@ async def run(options: argparse.Namespace, directory: Path) -> list[list[str]]:
             found = 0
             for case_id in await client_cases.cases_of(CLIENT):
                 events = await deps.timelines.events_of(case_id)
-                found += sum(disclosure_of(e, HOME_AGENCY) is not None for e in events)
+                found += sum(disclosure_of(e, DEFAULT_HOME_AGENCY) is not None for e in events)
             return found
 
         at = start + timedelta(seconds=10 + options.reads // 2)

@@ -24,6 +24,7 @@ from casetrail_platform.keys.port import KeyEncryptionKey
 from casetrail_platform.ledger.keys import CheckpointSigner
 from casetrail_platform.locking.port import Locks
 from casetrail_platform.parking import ParkingLot
+from casetrail_platform.policy.home_agency import DEFAULT_HOME_AGENCY
 from casetrail_platform.private_files import private_directory
 from casetrail_platform.projections.port import ReadModelStore
 from casetrail_platform.store.port import EventStore
@@ -62,6 +63,9 @@ class Infrastructure:
     covers many events instead of one each (bench/RESULTS.md, issue 4)."""
     agency: str = "example-agency"
     """Names each service's ledger: origin ``casetrail/<agency>/<service>``."""
+    home_agency: str = DEFAULT_HOME_AGENCY
+    """The agency whose staff the services serve (``CASETRAIL_HOME_AGENCY``,
+    ``policy.home_agency``): every access decision's, and coordination's agency file's id."""
     time_zone: tzinfo = UTC
     """The agency's time zone: "today" (ages, licences, dates of birth) is its date
     (``casetrail_platform.ages``; ``CASETRAIL_AGENCY_TIME_ZONE``)."""

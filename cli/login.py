@@ -16,10 +16,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from casetrail_platform.identity.claims import principal_from_claims
-from casetrail_platform.identity.development import DEFAULT_AGENCY, DevelopmentSigner, identity_dir
+from casetrail_platform.identity.development import DevelopmentSigner, identity_dir
 from casetrail_platform.identity.errors import InvalidCredential
 from casetrail_platform.identity.settings import IssuerSettings
 from casetrail_platform.identity.verifier import MAX_TOKEN_BYTES, TokenVerifier, is_token_text
+from casetrail_platform.policy.home_agency import home_agency
 from casetrail_platform.private_files import private_replacement, read_private
 
 TOKEN_FILE = "login-token"
@@ -35,7 +36,12 @@ _OPTIONS = {
 
 def run(options: argparse.Namespace) -> int:
     data_dir = Path(options.data_dir)
-    agency = options.agency or DEFAULT_AGENCY
+    try:
+        # A token for the agency the services serve, unless another is asked for.
+        agency = options.agency or home_agency(os.environ)
+    except ValueError as error:
+        print(f"{options.command}: {error}", file=sys.stderr)
+        return 2
     entitlements = options.entitlement or ()
     try:
         # The services' own claim rules, before anything is minted or saved: a token they

@@ -433,7 +433,11 @@ def _login(commands: Any) -> None:
         command = commands.add_parser(name, help=text, description=text + " (DEVELOPMENT ONLY)")
         command.add_argument("--user", required=True, help="the subject (user id)")
         command.add_argument("--role", required=True, choices=ROLES)
-        command.add_argument("--agency", help="default: the example agency, eastbay-dss")
+        command.add_argument(
+            "--agency",
+            help="default: the agency the services serve, $CASETRAIL_HOME_AGENCY (else the"
+            " example agency, eastbay-dss)",
+        )
         command.add_argument("--team")
         command.add_argument("--entitlement", action="append", help="repeatable")
         command.add_argument(

@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import re
 import sys
 from collections import defaultdict
@@ -35,12 +36,8 @@ from casetrail_platform.identity.errors import InvalidCredential, IssuerUnavaila
 from casetrail_platform.identity.principal import Principal
 from casetrail_platform.infrastructure import Infrastructure
 from casetrail_platform.policy.decide import decide
-from casetrail_platform.policy.guard import (
-    DEFAULT_HOME_AGENCY,
-    AccessControl,
-    AccessDenied,
-    Disclosure,
-)
+from casetrail_platform.policy.guard import AccessControl, AccessDenied, Disclosure
+from casetrail_platform.policy.home_agency import home_agency
 from casetrail_platform.policy.vocabulary import Action, Decision
 from casetrail_platform.store.port import EventStore
 from cli.main import SERVICES
@@ -74,7 +71,11 @@ def run(options: argparse.Namespace) -> int:
     from cli.login import bearer_token, trusted_verifier
     from cli.stores import has_local_store, infrastructure
 
-    infra = infrastructure(options)
+    try:
+        # Whose staff may follow the stores: the agency the services serve, as they decide.
+        infra = replace(infrastructure(options), home_agency=home_agency(os.environ))
+    except ValueError as error:  # a usage error (exit 2), as the runner refuses to start
+        raise SystemExit(str(error)) from None
     # Before any store is opened: on the distributed backend, only the issuer its services need.
     verifier = trusted_verifier(Path(options.data_dir), distributed=infra.postgres_dsn is not None)
     names = tailed_services(options.service, lambda name: has_local_store(infra, name))
@@ -101,7 +102,7 @@ def run(options: argparse.Namespace) -> int:
         Action.TAIL,
         purpose,
         None,
-        home_agency=DEFAULT_HOME_AGENCY,
+        home_agency=infra.home_agency,
         now=datetime.now(UTC),
     )
     if not decision.allowed:
@@ -142,7 +143,9 @@ async def _record_refusal(
     for service in services:
         store, _checkpoints, close_store = await open_event_store(infra, service)
         try:
-            access = AccessControl(store, None, service_source(service))
+            access = AccessControl(
+                store, None, service_source(service), home_agency=infra.home_agency
+            )
             with contextlib.suppress(AccessDenied):
                 await access.refuse(principal, Action.TAIL, purpose, TAIL_SUBJECT, decision)
         finally:
@@ -178,7 +181,13 @@ async def _tail(
 
     store, _checkpoints, close_store = await open_event_store(infra, service)
     try:
-        access = AccessControl(store, None, service_source(service), own_streams=TAIL_STREAMS)
+        access = AccessControl(
+            store,
+            None,
+            service_source(service),
+            home_agency=infra.home_agency,
+            own_streams=TAIL_STREAMS,
+        )
         await follow(store, access, principal, purpose, decision, from_start, credential=credential)
     finally:
         await close_store()

@@ -48,6 +48,7 @@ from casetrail_platform.identity.tls import ClientTls, ServerTls
 from casetrail_platform.identity.verifier import TokenVerifier
 from casetrail_platform.infrastructure import Infrastructure
 from casetrail_platform.ledger.hosting import ledger_settings
+from casetrail_platform.policy.home_agency import home_agency
 from casetrail_platform.private_files import (
     owner_only_umask,
     private_directory,
@@ -213,6 +214,7 @@ async def _serve(
         infra = replace(
             ledger_settings(infra, os.environ),
             time_zone=agency_time_zone(os.environ),
+            home_agency=home_agency(os.environ),
             capacity=Capacity.from_env(os.environ),
         )
     except ValueError as error:  # each names its variable: one line, not a traceback

@@ -74,6 +74,12 @@ def principal_from_claims(claims: Mapping[str, object], issuer: str) -> Principa
     )
 
 
+def is_unit(value: str) -> bool:
+    """Whether ``value`` keeps the rule of ``sub``, ``agency`` and ``team`` (``UNIT_RULE``): an
+    agency id a token may name, so one the services are configured with must keep it too."""
+    return _UNIT.fullmatch(value) is not None
+
+
 def _matching(claims: Mapping[str, object], name: str, pattern: re.Pattern[str]) -> str:
     value = claims.get(name)
     if not isinstance(value, str) or pattern.fullmatch(value) is None:

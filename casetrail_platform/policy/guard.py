@@ -73,9 +73,6 @@ E = TypeVar("E", bound=CaseEvent)
 SECTIONS_NOT_COVERED = "sections-not-covered"
 """The refusal of an answer that would show sections its decision does not disclose."""
 
-DEFAULT_HOME_AGENCY = "eastbay-dss"
-"""The agency whose staff the services serve (the example agency's id)."""
-
 CASE_WORK_PURPOSE = AccessPurpose.DIRECT_CARE
 """What a refused command on a case's work (``AccessControl.require_case_work``) is recorded
 under: a command states no purpose, and this is the work's (the ``assigned-worker`` rule's)."""
@@ -158,7 +155,10 @@ class AccessControl:
     facts: CaseFactsReader | None
     """``None`` for a service that folds the facts from histories it holds (audit)."""
     source: str
-    home_agency: str = DEFAULT_HOME_AGENCY
+    home_agency: str
+    """The agency whose staff the service serves (``CASETRAIL_HOME_AGENCY``, read where the
+    process is composed: ``policy.home_agency``). No default: a deployment for another agency
+    would silently serve the example agency's staff instead of its own."""
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     own_streams: str | None = None
     """A stream name prefix: each append goes to a new stream ``<prefix><uuid>``, one case's

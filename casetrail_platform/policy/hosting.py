@@ -23,6 +23,7 @@ def facts_access_control(host: ServiceHost) -> AccessControl:
         host.store,
         CaseFactsReader(host.read_models),
         host.source,
+        home_agency=host.infra.home_agency,
         facts_caught_up=host.caught_up(facts),
         case_facts_caught_up=host.caught_up(facts, frozenset(facts.event_types)),
     )

@@ -56,6 +56,7 @@ async def start(infra: Infrastructure, address: str = "127.0.0.1:0") -> RunningS
         host.store,
         None,
         host.source,
+        home_agency=infra.home_agency,
         case_facts_caught_up=host.caught_up(timeline, FACT_EVENT_TYPES),
     )
     disclosure_index = DisclosureIndexProjection(access.home_agency)

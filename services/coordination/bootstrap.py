@@ -11,7 +11,11 @@ from casetrail_platform.infrastructure import Infrastructure
 from casetrail_platform.policy.guard import AccessControl
 from casetrail_platform.policy.projection import CaseFactsProjection as PolicyFactsProjection
 from casetrail_platform.policy.projection import CaseFactsReader, retire_old_facts_layout
-from services.coordination.adapters.agency_file import FILE_NAME, load_agency
+from services.coordination.adapters.agency_file import (
+    FILE_NAME,
+    load_agency,
+    require_home_agency,
+)
 from services.coordination.adapters.projections import (
     AssignmentsProjection,
     CaseFactsProjection,
@@ -24,7 +28,9 @@ from services.coordination.entrypoints.grpc_server import SERVICE_NAME, Coordina
 
 async def start(infra: Infrastructure, address: str = "127.0.0.1:0") -> RunningService:
     # Read before any storage is opened: a bad agency.json stops the start with nothing to undo.
-    agency = load_agency(infra.service_dir(SERVICE) / FILE_NAME)
+    agency_file = infra.service_dir(SERVICE) / FILE_NAME
+    agency = load_agency(agency_file)
+    require_home_agency(agency, infra.home_agency, agency_file)
     host = await host_for(infra, SERVICE)
     await retire_old_facts_layout(host.read_models)
     await retire_old_layout(host.read_models)
@@ -40,6 +46,7 @@ async def start(infra: Infrastructure, address: str = "127.0.0.1:0") -> RunningS
         host.store,
         policy_facts,
         host.source,
+        home_agency=infra.home_agency,
         case_facts_caught_up=host.caught_up(policy, frozenset(policy.event_types)),
     )
     deps = Dependencies(

@@ -16,6 +16,7 @@ from casetrail_platform.commands import CommandContext
 from casetrail_platform.decide import published_at_once
 from casetrail_platform.identity.principal import Principal
 from casetrail_platform.policy.guard import AccessControl, AccessDenied
+from casetrail_platform.policy.home_agency import DEFAULT_HOME_AGENCY
 from casetrail_platform.policy.projection import CaseFactsProjection, CaseFactsReader
 from casetrail_platform.policy.vocabulary import Action
 from casetrail_platform.projections.port import ReadModelStore
@@ -103,7 +104,13 @@ async def test_the_window_the_refusal_after_it_and_the_overdue_review(
     assigned = example(CaseAssigned, case_id=case_id, worker_team="team-west")
     await appended(store, f"assignment-{case_id}", assigned, Role.COORDINATOR)
     clock = Clock()
-    access = AccessControl(store, CaseFactsReader(read_models), "casetrail/intake", clock=clock)
+    access = AccessControl(
+        store,
+        CaseFactsReader(read_models),
+        "casetrail/intake",
+        home_agency=DEFAULT_HOME_AGENCY,
+        clock=clock,
+    )
     queue = EmergencyAccessQueue(read_models)
 
     async def project() -> None:
@@ -222,7 +229,13 @@ async def test_reviewed_history_never_pushes_an_access_awaiting_review_out_of_th
     await appended(store, f"assignment-{case_id}", assigned, Role.COORDINATOR)
     await catch_up(store, read_models, CaseFactsProjection())
     clock = Clock()
-    access = AccessControl(store, CaseFactsReader(read_models), "casetrail/intake", clock=clock)
+    access = AccessControl(
+        store,
+        CaseFactsReader(read_models),
+        "casetrail/intake",
+        home_agency=DEFAULT_HOME_AGENCY,
+        clock=clock,
+    )
     opened = [
         await open_emergency_access(
             store,
@@ -281,7 +294,13 @@ async def test_an_access_withheld_from_the_queue_of_the_case_asked_for_is_on_the
     await appended(store, f"assignment-{case_id}", assigned, Role.COORDINATOR)
     await catch_up(store, read_models, CaseFactsProjection())
     clock = Clock()
-    access = AccessControl(store, CaseFactsReader(read_models), "casetrail/intake", clock=clock)
+    access = AccessControl(
+        store,
+        CaseFactsReader(read_models),
+        "casetrail/intake",
+        home_agency=DEFAULT_HOME_AGENCY,
+        clock=clock,
+    )
     await open_emergency_access(
         store,
         ClosureLog(read_models),

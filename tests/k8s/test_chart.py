@@ -194,6 +194,8 @@ def test_services_are_configured_with_the_variables_the_code_reads(rendered: Ren
         assert env["CASETRAIL_OIDC_ISSUER"].startswith("https://")
         assert env["CASETRAIL_OIDC_AUDIENCE"]
         assert env["CASETRAIL_AGENCY_TIME_ZONE"] == "UTC"
+        # Whose staff every service serves: the example agency's, as its agency file.
+        assert env["CASETRAIL_HOME_AGENCY"] == "eastbay-dss"
 
 
 def test_processes_create_missing_topics_as_the_kafka_topics_say(rendered: Rendered) -> None:

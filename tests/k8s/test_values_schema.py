@@ -199,6 +199,25 @@ def test_an_agency_configuration_that_is_not_json_is_refused(helm: Tools, tmp_pa
     assert "agencyConfig is not a JSON object" in message
 
 
+def test_the_agency_configured_is_the_home_agency(helm: Tools, tmp_path: Path) -> None:
+    """Coordination does not start when its agency file is of another agency than the one the
+    services serve: refused when rendered, naming both (without ``agencyConfig``, the built-in
+    example agency is eastbay-dss's)."""
+    from services.coordination.adapters.example_agency import example_agency
+
+    west = example_agency().model_dump(mode="json") | {"agency_id": "westside-dss"}
+    agency = yaml.safe_dump({"agencyConfig": json.dumps(west)})
+    message = refused(helm, tmp_path, agency)
+    assert "agencyConfig's agency_id (westside-dss) is not homeAgency (eastbay-dss)" in message
+    message = refused(helm, tmp_path, "homeAgency: westside-dss\n")
+    assert "homeAgency (westside-dss) with no agencyConfig" in message
+    custom = tmp_path / "west.yaml"
+    custom.write_text(agency + "homeAgency: westside-dss\n")
+    accepted = helm_template(helm, ("values-small.yaml", custom))
+    assert accepted.returncode == 0, accepted.stderr
+    assert "/homeAgency" in refused(helm, tmp_path, "homeAgency: 'west side'\n")
+
+
 @pytest.mark.parametrize(
     ("values", "named"),
     [

@@ -13,6 +13,7 @@ import grpc
 from casetrail.audit.v1 import audit_pb2_grpc
 from casetrail_platform.grpc_platform.server import create_server
 from casetrail_platform.policy.guard import AccessControl
+from casetrail_platform.policy.home_agency import DEFAULT_HOME_AGENCY
 from casetrail_platform.projections.sqlite import SqliteReadModelStore
 from casetrail_platform.store.sqlite import SqliteEventStore
 from events.catalog_registry import default_registry
@@ -39,7 +40,7 @@ async def audit_server(directory: Path, issuer: TestIssuer) -> AsyncIterator[Run
     deps = AuditDeps(
         timelines=ReadModelTimelines(read_models, registry),
         store=store,
-        access=AccessControl(store, None, "casetrail/audit"),
+        access=AccessControl(store, None, "casetrail/audit", home_agency=DEFAULT_HOME_AGENCY),
     )
     servicer = AuditServicer(deps)
 

@@ -18,7 +18,8 @@ from casetrail_platform.identity.development import DevelopmentIssuer, identity_
 from casetrail_platform.identity.principal import Principal
 from casetrail_platform.identity.verifier import DEFAULT_MAX_LIFETIME_SECONDS
 from casetrail_platform.policy.decide import decide
-from casetrail_platform.policy.guard import DEFAULT_HOME_AGENCY, AccessControl
+from casetrail_platform.policy.guard import AccessControl
+from casetrail_platform.policy.home_agency import DEFAULT_HOME_AGENCY
 from casetrail_platform.policy.vocabulary import Action
 from casetrail_platform.private_files import private_replacement
 from casetrail_platform.store.port import ANY_VERSION
@@ -604,7 +605,13 @@ async def test_a_tail_shows_a_case_whose_id_starts_like_its_own_streams(
         tailing = asyncio.create_task(
             follow(
                 store,
-                AccessControl(store, None, "casetrail/intake", own_streams=TAIL_STREAMS),
+                AccessControl(
+                    store,
+                    None,
+                    "casetrail/intake",
+                    home_agency=DEFAULT_HOME_AGENCY,
+                    own_streams=TAIL_STREAMS,
+                ),
                 principal,
                 purpose,
                 decision,

@@ -16,7 +16,8 @@ from casetrail_platform.identity.errors import InvalidCredential
 from casetrail_platform.identity.keys import IssuerKeys
 from casetrail_platform.identity.verifier import TokenVerifier
 from casetrail_platform.policy.decide import decide
-from casetrail_platform.policy.guard import DEFAULT_HOME_AGENCY, AccessControl
+from casetrail_platform.policy.guard import AccessControl
+from casetrail_platform.policy.home_agency import DEFAULT_HOME_AGENCY
 from casetrail_platform.policy.vocabulary import Action
 from casetrail_platform.store.port import ANY_VERSION
 from casetrail_platform.store.sqlite import SqliteEventStore
@@ -57,7 +58,13 @@ async def test_a_tail_ends_when_its_token_expires_and_shows_nothing_after(
         tailing = asyncio.create_task(
             follow(
                 store,
-                AccessControl(store, None, "casetrail/intake", own_streams=TAIL_STREAMS),
+                AccessControl(
+                    store,
+                    None,
+                    "casetrail/intake",
+                    home_agency=DEFAULT_HOME_AGENCY,
+                    own_streams=TAIL_STREAMS,
+                ),
                 principal,
                 purpose,
                 decision,

@@ -12,6 +12,7 @@ import pytest
 from casetrail.audit.v1 import audit_pb2, audit_pb2_grpc
 from casetrail.common.v1 import common_pb2
 from casetrail_platform.policy.guard import AccessControl
+from casetrail_platform.policy.home_agency import DEFAULT_HOME_AGENCY
 from casetrail_platform.projections.runner import BusProjectionHandler
 from casetrail_platform.projections.sqlite import SqliteReadModelStore
 from casetrail_platform.store.sqlite import SqliteEventStore
@@ -72,7 +73,7 @@ async def audit(
     deps = AuditDeps(
         timelines=ReadModelTimelines(read_models, default_registry()),
         store=store,
-        access=AccessControl(store, None, "casetrail/audit"),
+        access=AccessControl(store, None, "casetrail/audit", home_agency=DEFAULT_HOME_AGENCY),
     )
     async with audit_server(AuditServicer(deps), issuer) as stub:
         yield stub

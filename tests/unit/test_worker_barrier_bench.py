@@ -12,6 +12,7 @@ import pytest
 from bench.worker_barrier_bench import _Switchable, parse
 from casetrail_platform.decide import published_at_once
 from casetrail_platform.policy.guard import AccessControl
+from casetrail_platform.policy.home_agency import DEFAULT_HOME_AGENCY
 from services.intake.entrypoints.grpc_server import IntakeDeps, IntakeServicer
 from services.planning.app.handlers import Dependencies
 from services.planning.entrypoints.grpc_server import PlanningServicer
@@ -40,7 +41,11 @@ async def _caught_up(case_id: str) -> bool:
 def test_the_switch_takes_the_barriers_out_and_puts_them_back() -> None:
     deps = Dependencies(cast(Any, None), cast(Any, None), _caught_up)
     access = AccessControl(
-        cast(Any, None), None, "casetrail/planning", case_facts_caught_up=_caught_up
+        cast(Any, None),
+        None,
+        "casetrail/planning",
+        home_agency=DEFAULT_HOME_AGENCY,
+        case_facts_caught_up=_caught_up,
     )
     servicer = PlanningServicer(deps, access)
     switch = _Switchable()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from casetrail_platform.policy.home_agency import HOME_AGENCY_VARIABLE
 from services.coordination.adapters.example_agency import example_agency
 from services.coordination.domain.agency import Agency
 from services.coordination.domain.validation import problems_of
@@ -39,3 +40,16 @@ def load_agency(path: Path) -> Agency:
     except ValidationError as error:
         problems = "; ".join(f"{p.field}: {p.problem}" for p in problems_of(error))
         raise AgencyConfigError(f"{path}: {problems}") from None
+
+
+def require_home_agency(agency: Agency, home_agency: str, path: Path) -> None:
+    """Stop the start when the agency ``path`` describes (without it, the built-in example
+    agency) is not the one the services serve (``CASETRAIL_HOME_AGENCY``): its workers are the
+    staff the policy would then refuse, and the home agency's tokens would act on its cases."""
+    if agency.agency_id == home_agency:
+        return
+    described = str(path) if path.exists() else f"the built-in example agency (no {path})"
+    raise AgencyConfigError(
+        f"{described}: agency_id {agency.agency_id!r} is not the home agency {home_agency!r}"
+        f" ({HOME_AGENCY_VARIABLE}); the two must name the same agency"
+    )

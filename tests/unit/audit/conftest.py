@@ -6,6 +6,7 @@ import pytest
 
 from casetrail.audit.v1 import audit_pb2_grpc
 from casetrail_platform.policy.guard import AccessControl
+from casetrail_platform.policy.home_agency import DEFAULT_HOME_AGENCY
 from casetrail_platform.projections.sqlite import SqliteReadModelStore
 from casetrail_platform.store.sqlite import SqliteEventStore
 from events.catalog_registry import default_registry
@@ -29,7 +30,7 @@ def deps(
     return AuditDeps(
         timelines=ReadModelTimelines(read_models, registry),
         store=store,
-        access=AccessControl(store, None, "casetrail/audit"),
+        access=AccessControl(store, None, "casetrail/audit", home_agency=DEFAULT_HOME_AGENCY),
     )
 
 

@@ -10,7 +10,7 @@ from uuid import UUID, uuid4
 
 from casetrail.common.v1 import common_pb2
 from casetrail_platform.identity.principal import Principal
-from casetrail_platform.policy.guard import DEFAULT_HOME_AGENCY
+from casetrail_platform.policy.home_agency import DEFAULT_HOME_AGENCY
 from casetrail_platform.queries import QueryContext
 from cli.rpc import Person
 from events.catalog.access import AccessPurpose

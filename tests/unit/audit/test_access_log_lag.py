@@ -11,6 +11,7 @@ import pytest
 
 from casetrail_platform.commands import NotCaughtUp
 from casetrail_platform.policy.guard import AccessControl
+from casetrail_platform.policy.home_agency import DEFAULT_HOME_AGENCY
 from casetrail_platform.projections.port import ReadModelStore
 from casetrail_platform.projections.runner import BusProjectionHandler, catch_up
 from casetrail_platform.projections.sqlite import SqliteReadModelStore
@@ -74,7 +75,7 @@ async def _case_delivered(store: EventStore, models: ReadModelStore) -> AuditDep
     return AuditDeps(
         ReadModelTimelines(models, default_registry()),
         store,
-        AccessControl(store, None, "casetrail/audit"),
+        AccessControl(store, None, "casetrail/audit", home_agency=DEFAULT_HOME_AGENCY),
     )
 
 

@@ -16,6 +16,7 @@ from casetrail.audit.v1 import audit_pb2, audit_pb2_grpc
 from casetrail.common.v1 import common_pb2
 from casetrail_platform.identity.grpc_auth import CLIENT_HEADER, bearer_metadata
 from casetrail_platform.policy.guard import RULE_KEY, AccessControl
+from casetrail_platform.policy.home_agency import DEFAULT_HOME_AGENCY
 from casetrail_platform.projections.runner import BusProjectionHandler
 from casetrail_platform.projections.sqlite import SqliteReadModelStore
 from casetrail_platform.store.sqlite import SqliteEventStore
@@ -194,7 +195,13 @@ async def test_a_client_s_cases_whose_facts_trail_name_the_client_not_a_case(
 
     waiting = replace(
         deps,
-        access=AccessControl(store, None, "casetrail/audit", case_facts_caught_up=behind),
+        access=AccessControl(
+            store,
+            None,
+            "casetrail/audit",
+            home_agency=DEFAULT_HOME_AGENCY,
+            case_facts_caught_up=behind,
+        ),
     )
     request = audit_pb2.FindCasesOfClientRequest(
         context=viewer("supervisor", "supervision", team=TEAM), client_id=CLIENT

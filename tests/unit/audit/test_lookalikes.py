@@ -21,6 +21,7 @@ from casetrail_platform.ledger.export import canonical_of_record
 from casetrail_platform.ledger.export_check import verify_export
 from casetrail_platform.ledger.note import Verifier
 from casetrail_platform.policy.guard import REDACTED_KEY, AccessControl
+from casetrail_platform.policy.home_agency import DEFAULT_HOME_AGENCY
 from casetrail_platform.policy.vocabulary import Action
 from casetrail_platform.projections.runner import BusProjectionHandler
 from casetrail_platform.store.port import EventStore
@@ -140,7 +141,7 @@ async def audit(
         deps = AuditDeps(
             ReadModelTimelines(read_models, registry),
             store,
-            AccessControl(store, None, "casetrail/audit"),
+            AccessControl(store, None, "casetrail/audit", home_agency=DEFAULT_HOME_AGENCY),
         )
         ledger_deps, key = await unsigned_ledger(store, tmp_path)
         servicer = AuditServicer(deps, ledger_deps, ReadModelClientCases(read_models))
@@ -251,7 +252,7 @@ async def test_without_a_client_index_every_look_alike_client_is_withheld_undeci
         deps = AuditDeps(
             ReadModelTimelines(read_models, registry),
             store,
-            AccessControl(store, None, "casetrail/audit"),
+            AccessControl(store, None, "casetrail/audit", home_agency=DEFAULT_HOME_AGENCY),
         )
         async with audit_server(AuditServicer(deps), issuer) as stub:
             call = stub.GetTimeline(

@@ -12,7 +12,8 @@ import pytest
 from casetrail.audit.v1 import audit_pb2
 from casetrail_platform.commands import InvalidCommand, NotAllowed
 from casetrail_platform.identity.principal import Principal
-from casetrail_platform.policy.guard import DEFAULT_HOME_AGENCY, AccessDenied
+from casetrail_platform.policy.guard import AccessDenied
+from casetrail_platform.policy.home_agency import DEFAULT_HOME_AGENCY
 from casetrail_platform.projections.runner import BusProjectionHandler, catch_up
 from casetrail_platform.projections.sqlite import SqliteReadModelStore
 from casetrail_platform.queries import QueryContext

@@ -14,6 +14,7 @@ from casetrail.common.v1 import common_pb2
 from casetrail.coordination.v1 import coordination_pb2 as pb
 from casetrail.coordination.v1 import coordination_pb2_grpc
 from casetrail_platform.policy.guard import AccessControl
+from casetrail_platform.policy.home_agency import DEFAULT_HOME_AGENCY
 from casetrail_platform.policy.projection import CaseFactsReader
 from casetrail_platform.store.sqlite import SqliteEventStore
 from events.catalog.values import NeedCategory
@@ -53,6 +54,7 @@ async def served(
         deps.store,
         CaseFactsReader(deps.read_models),
         "casetrail/coordination",
+        home_agency=DEFAULT_HOME_AGENCY,
         case_facts_caught_up=case_facts_caught_up,
     )
     servicer = CoordinationServicer(deps, access)

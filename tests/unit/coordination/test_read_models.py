@@ -8,6 +8,7 @@ from casetrail_platform.commands import CommandContext
 from casetrail_platform.identity.development import DEFAULT_AGENCY
 from casetrail_platform.identity.principal import Principal
 from casetrail_platform.policy.guard import AccessControl
+from casetrail_platform.policy.home_agency import DEFAULT_HOME_AGENCY
 from casetrail_platform.policy.projection import CaseFactsReader
 from casetrail_platform.projections.runner import catch_up
 from casetrail_platform.projections.sqlite import SqliteReadModelStore
@@ -74,7 +75,12 @@ async def test_caseloads_are_exact_even_before_the_projection_catches_up(
     for case_id in ("case-1", "case-2", "case-3"):
         await intake.open_case(case_id, f"client-{case_id}", [NeedCategory.HOME_CARE])
     principal = Principal("coord-1", Role.COORDINATOR, DEFAULT_AGENCY, "test")
-    access = AccessControl(store, CaseFactsReader(deps.read_models), "casetrail/coordination")
+    access = AccessControl(
+        store,
+        CaseFactsReader(deps.read_models),
+        "casetrail/coordination",
+        home_agency=DEFAULT_HOME_AGENCY,
+    )
     await assignment.assign_case(
         deps,
         coordinator("a-1"),

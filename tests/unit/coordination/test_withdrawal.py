@@ -16,6 +16,7 @@ from casetrail.coordination.v1 import coordination_pb2 as pb
 from casetrail.coordination.v1 import coordination_pb2_grpc
 from casetrail_platform.commands import NotAllowed, NotFound, RuleBroken
 from casetrail_platform.policy.guard import AccessControl
+from casetrail_platform.policy.home_agency import DEFAULT_HOME_AGENCY
 from casetrail_platform.policy.projection import CaseFactsReader
 from casetrail_platform.projections.port import ReadModelStore
 from casetrail_platform.projections.sqlite import SqliteReadModelStore
@@ -544,7 +545,12 @@ async def test_a_referral_racing_the_closures_follow_up_is_withdrawn_by_it(
 
     closing = _ClosingWhileRead(read_models, close)
     racing = replace(deps, read_models=cast("ReadModelStore", closing))
-    access = AccessControl(store, CaseFactsReader(read_models), "casetrail/coordination")
+    access = AccessControl(
+        store,
+        CaseFactsReader(read_models),
+        "casetrail/coordination",
+        home_agency=DEFAULT_HOME_AGENCY,
+    )
     servicer = CoordinationServicer(racing, access)
 
     def register(server: grpc.aio.Server) -> None:

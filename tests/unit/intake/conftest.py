@@ -10,6 +10,7 @@ from casetrail.intake.v1 import intake_pb2_grpc
 from casetrail_platform.hosting import RunningService
 from casetrail_platform.infrastructure import Infrastructure
 from casetrail_platform.policy.guard import AccessControl
+from casetrail_platform.policy.home_agency import DEFAULT_HOME_AGENCY
 from casetrail_platform.policy.projection import CaseFactsReader
 from casetrail_platform.projections.runner import BusProjectionHandler
 from casetrail_platform.projections.sqlite import SqliteReadModelStore
@@ -39,7 +40,9 @@ def from_bus(read_models: SqliteReadModelStore) -> BusProjectionHandler:
 
 @pytest.fixture
 def access(store: SqliteEventStore, read_models: SqliteReadModelStore) -> AccessControl:
-    return AccessControl(store, CaseFactsReader(read_models), "casetrail/intake")
+    return AccessControl(
+        store, CaseFactsReader(read_models), "casetrail/intake", home_agency=DEFAULT_HOME_AGENCY
+    )
 
 
 @pytest.fixture

@@ -18,7 +18,8 @@ from casetrail.intake.v1 import intake_pb2_grpc
 from casetrail_platform.commands import CommandContext
 from casetrail_platform.identity.principal import Principal
 from casetrail_platform.infrastructure import Infrastructure
-from casetrail_platform.policy.guard import DEFAULT_HOME_AGENCY, AccessControl
+from casetrail_platform.policy.guard import AccessControl
+from casetrail_platform.policy.home_agency import DEFAULT_HOME_AGENCY
 from casetrail_platform.store.sqlite import SqliteEventStore
 from events.catalog.base import CaseEvent, Role
 from events.catalog.cases import CaseClosed, DischargeReason

@@ -15,6 +15,7 @@ from casetrail_platform.commands import NotCaughtUp
 from casetrail_platform.decide import published_at_once
 from casetrail_platform.identity.principal import Principal
 from casetrail_platform.policy.guard import AccessControl, AccessDenied
+from casetrail_platform.policy.home_agency import DEFAULT_HOME_AGENCY
 from casetrail_platform.policy.projection import FACTS, CaseFactsProjection, CaseFactsReader
 from casetrail_platform.projections.port import Document
 from casetrail_platform.projections.runner import catch_up
@@ -253,7 +254,11 @@ async def test_a_supervisor_s_queue_is_decided_on_the_facts_the_bus_has(
         return True
 
     access = AccessControl(
-        store, CaseFactsReader(read_models), "casetrail/intake", case_facts_caught_up=caught_up
+        store,
+        CaseFactsReader(read_models),
+        "casetrail/intake",
+        home_agency=DEFAULT_HOME_AGENCY,
+        case_facts_caught_up=caught_up,
     )
     await _opened_access(store, read_models, access)
     await catch_up(store, read_models, EmergencyAccessesProjection())
@@ -275,7 +280,11 @@ async def test_a_supervisor_s_queue_not_caught_up_in_time_discloses_nothing(
         return False
 
     access = AccessControl(
-        store, CaseFactsReader(read_models), "casetrail/intake", case_facts_caught_up=behind
+        store,
+        CaseFactsReader(read_models),
+        "casetrail/intake",
+        home_agency=DEFAULT_HOME_AGENCY,
+        case_facts_caught_up=behind,
     )
     await _opened_access(store, read_models, access)
     await catch_up(store, read_models, EmergencyAccessesProjection())

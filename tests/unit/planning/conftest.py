@@ -10,6 +10,7 @@ import pytest
 
 from casetrail.planning.v1 import planning_pb2_grpc
 from casetrail_platform.policy.guard import AccessControl
+from casetrail_platform.policy.home_agency import DEFAULT_HOME_AGENCY
 from casetrail_platform.policy.projection import CaseFactsReader
 from casetrail_platform.projections.sqlite import SqliteReadModelStore
 from casetrail_platform.store.sqlite import SqliteEventStore
@@ -50,7 +51,12 @@ async def planning(
     deps: Dependencies, bus: Bus, store: SqliteEventStore, issuer: TestIssuer
 ) -> AsyncIterator[Planning]:
     """Planning's gRPC API in this process, over the bus fixture's read models."""
-    access = AccessControl(store, CaseFactsReader(bus.read_models), "casetrail/planning")
+    access = AccessControl(
+        store,
+        CaseFactsReader(bus.read_models),
+        "casetrail/planning",
+        home_agency=DEFAULT_HOME_AGENCY,
+    )
     servicer = PlanningServicer(deps, access, clock=lambda: NOW)
 
     def register(server: grpc.aio.Server) -> None:

@@ -18,6 +18,7 @@ from casetrail.common.v1 import common_pb2
 from casetrail.planning.v1 import planning_pb2, planning_pb2_grpc
 from casetrail_platform.commands import CommandContext, InvalidCommand
 from casetrail_platform.policy.guard import AccessControl
+from casetrail_platform.policy.home_agency import DEFAULT_HOME_AGENCY
 from casetrail_platform.policy.projection import CaseFactsReader
 from casetrail_platform.store.sqlite import SqliteEventStore
 from events.catalog.monitoring import ContactKind, ContactLogged
@@ -49,7 +50,12 @@ async def stub(
     deps: Dependencies, bus: Bus, store: SqliteEventStore, issuer: TestIssuer
 ) -> AsyncIterator[planning_pb2_grpc.PlanningServiceAsyncStub]:
     """Planning's API on the real clock (the servicer's default)."""
-    access = AccessControl(store, CaseFactsReader(bus.read_models), "casetrail/planning")
+    access = AccessControl(
+        store,
+        CaseFactsReader(bus.read_models),
+        "casetrail/planning",
+        home_agency=DEFAULT_HOME_AGENCY,
+    )
     servicer = PlanningServicer(deps, access)
 
     def register(server: grpc.aio.Server) -> None:

@@ -13,6 +13,7 @@ from google.rpc import error_details_pb2
 
 from casetrail.planning.v1 import planning_pb2, planning_pb2_grpc
 from casetrail_platform.policy.guard import AccessControl
+from casetrail_platform.policy.home_agency import DEFAULT_HOME_AGENCY
 from casetrail_platform.policy.projection import CaseFactsReader
 from casetrail_platform.store.sqlite import SqliteEventStore
 from services.planning.app.handlers import Dependencies
@@ -36,7 +37,12 @@ async def clocked(
     deps: Dependencies, bus: Bus, store: SqliteEventStore, issuer: TestIssuer
 ) -> AsyncIterator[tuple[planning_pb2_grpc.PlanningServiceAsyncStub, Clock]]:
     clock = Clock()
-    access = AccessControl(store, CaseFactsReader(bus.read_models), "casetrail/planning")
+    access = AccessControl(
+        store,
+        CaseFactsReader(bus.read_models),
+        "casetrail/planning",
+        home_agency=DEFAULT_HOME_AGENCY,
+    )
     servicer = PlanningServicer(deps, access, clock=clock)
 
     def register(server: grpc.aio.Server) -> None:

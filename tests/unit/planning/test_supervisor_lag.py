@@ -18,6 +18,7 @@ from google.rpc import error_details_pb2
 from casetrail.common.v1 import common_pb2
 from casetrail.planning.v1 import planning_pb2, planning_pb2_grpc
 from casetrail_platform.policy.guard import AccessControl
+from casetrail_platform.policy.home_agency import DEFAULT_HOME_AGENCY
 from casetrail_platform.policy.projection import CaseFactsReader
 from casetrail_platform.projections.port import ReadModelStore
 from casetrail_platform.store.sqlite import SqliteEventStore
@@ -205,6 +206,7 @@ async def reads_behind(
         store,
         CaseFactsReader(planning.bus.read_models),
         "casetrail/planning",
+        home_agency=DEFAULT_HOME_AGENCY,
         case_facts_caught_up=barrier,
     )
     servicer = PlanningServicer(deps, access, clock=lambda: NOW)

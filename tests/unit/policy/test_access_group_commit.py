@@ -12,11 +12,11 @@ from typing import TypeVar
 
 from casetrail_platform.identity.principal import Principal
 from casetrail_platform.policy.guard import (
-    DEFAULT_HOME_AGENCY,
     AccessControl,
     Disclosure,
     access_stream,
 )
+from casetrail_platform.policy.home_agency import DEFAULT_HOME_AGENCY
 from casetrail_platform.policy.vocabulary import Decision
 from casetrail_platform.store.sqlite import SqliteEventStore
 from casetrail_platform.store.sqlite_writer import MAX_REQUESTS_PER_COMMIT
@@ -81,7 +81,7 @@ async def queued(calls: list[Awaitable[T]]) -> list[asyncio.Task[T]]:
 async def test_concurrent_reads_share_one_commit_in_the_order_they_came(
     store: SqliteEventStore,
 ) -> None:
-    access = AccessControl(store, None, "casetrail/planning")
+    access = AccessControl(store, None, "casetrail/planning", home_agency=DEFAULT_HOME_AGENCY)
     commits = Commits(store)
     release = await commits.held()
 
@@ -98,7 +98,7 @@ async def test_concurrent_reads_share_one_commit_in_the_order_they_came(
 
 
 async def test_one_commit_carries_at_most_its_bound(store: SqliteEventStore) -> None:
-    access = AccessControl(store, None, "casetrail/planning")
+    access = AccessControl(store, None, "casetrail/planning", home_agency=DEFAULT_HOME_AGENCY)
     commits = Commits(store)
     release = await commits.held()
 
@@ -126,7 +126,7 @@ async def test_a_failed_commit_discloses_nothing_to_any_read_it_carried(
         connection.execute("INSERT INTO child (parent) VALUES (42)")  # fails only at COMMIT
 
     await store.writer.write(prepare)
-    access = AccessControl(store, None, "casetrail/planning")
+    access = AccessControl(store, None, "casetrail/planning", home_agency=DEFAULT_HOME_AGENCY)
     commits = Commits(store)
     before = await store.last_position()
     release = await commits.held()
@@ -143,7 +143,7 @@ async def test_a_failed_commit_discloses_nothing_to_any_read_it_carried(
 
 async def test_a_refused_record_fails_its_read_alone(store: SqliteEventStore) -> None:
     """A request that fails inside a shared commit rolls back alone (its savepoint)."""
-    access = AccessControl(store, None, "casetrail/planning")
+    access = AccessControl(store, None, "casetrail/planning", home_agency=DEFAULT_HOME_AGENCY)
     release = await Commits(store).held()
 
     def refused(connection: sqlite3.Connection) -> None:

@@ -12,12 +12,13 @@ import pytest
 
 from casetrail_platform.policy.facts import fold
 from casetrail_platform.policy.guard import FOLD_STEP, AccessControl
+from casetrail_platform.policy.home_agency import DEFAULT_HOME_AGENCY
 from casetrail_platform.store.port import EventStore
 from tests.support.fact_history import history
 
 
 def audit_access() -> AccessControl:
-    return AccessControl(cast(EventStore, None), None, "audit")
+    return AccessControl(cast(EventStore, None), None, "audit", home_agency=DEFAULT_HOME_AGENCY)
 
 
 @pytest.mark.parametrize("seed", range(40))

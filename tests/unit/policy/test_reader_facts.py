@@ -16,6 +16,7 @@ from casetrail_platform.grpc_platform.errors import status_for
 from casetrail_platform.identity.principal import Principal
 from casetrail_platform.policy.decide import may_rest_on_ended
 from casetrail_platform.policy.guard import AccessControl
+from casetrail_platform.policy.home_agency import DEFAULT_HOME_AGENCY
 from casetrail_platform.policy.projection import CaseFactsReader
 from casetrail_platform.policy.vocabulary import Action
 from casetrail_platform.projections.sqlite import SqliteReadModelStore
@@ -72,7 +73,11 @@ def control(
     store: SqliteEventStore, read_models: SqliteReadModelStore, barrier: Barrier
 ) -> AccessControl:
     return AccessControl(
-        store, CaseFactsReader(read_models), "casetrail/planning", case_facts_caught_up=barrier
+        store,
+        CaseFactsReader(read_models),
+        "casetrail/planning",
+        home_agency=DEFAULT_HOME_AGENCY,
+        case_facts_caught_up=barrier,
     )
 
 

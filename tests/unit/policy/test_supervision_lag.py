@@ -14,6 +14,7 @@ import pytest
 from casetrail_platform.commands import NotCaughtUp
 from casetrail_platform.identity.principal import Principal
 from casetrail_platform.policy.guard import AccessControl, AccessDenied
+from casetrail_platform.policy.home_agency import DEFAULT_HOME_AGENCY
 from casetrail_platform.policy.projection import FACTS, CaseFactsReader
 from casetrail_platform.projections.sqlite import SqliteReadModelStore
 from casetrail_platform.store.sqlite import SqliteEventStore
@@ -51,7 +52,15 @@ async def access(
     tmp_path: Path, store: SqliteEventStore
 ) -> AsyncIterator[tuple[AccessControl, SqliteReadModelStore]]:
     read_models = SqliteReadModelStore(tmp_path / "facts.db")
-    yield AccessControl(store, CaseFactsReader(read_models), "casetrail/planning"), read_models
+    yield (
+        AccessControl(
+            store,
+            CaseFactsReader(read_models),
+            "casetrail/planning",
+            home_agency=DEFAULT_HOME_AGENCY,
+        ),
+        read_models,
+    )
     await read_models.close()
 
 
