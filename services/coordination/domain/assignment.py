@@ -24,7 +24,7 @@ from services.coordination.domain import errors
 from services.coordination.domain.agency import Worker
 from services.coordination.domain.case import CaseState
 from services.coordination.domain.commands import AssignCase, TransferCase
-from services.coordination.domain.facts import CaseFacts
+from services.coordination.domain.facts import CaseFacts, check_new_work
 
 
 def open_needs(facts: CaseFacts, state: CaseState) -> tuple[NeedCategory, ...]:
@@ -90,13 +90,14 @@ def decide_assignment(
     caseload: int,
     command: AssignCase,
     on: date,
+    occurred_at: datetime | None = None,
     *,
     sensitive_shown: bool = False,
 ) -> list[CaseEvent]:
-    """``sensitive_shown``: whether the caller may see the case's sensitive values, which a
-    refusal tells them of only then (``fit_refusals``)."""
-    if facts.closed:
-        raise errors.case_closed(facts.case_id)
+    """``occurred_at``: the command's moment (stated, else now), checked as new work's
+    (``check_new_work``); ``sensitive_shown``: whether the caller may see the case's sensitive
+    values, which a refusal tells them of only then (``fit_refusals``)."""
+    check_new_work(facts, occurred_at)
     if worker is None:
         raise NotFound("worker", command.worker_id)
     if state.worker_id is not None:
@@ -131,10 +132,10 @@ def decide_transfer(
     *,
     sensitive_shown: bool = False,
 ) -> list[CaseEvent]:
-    """``occurred_at``: the command's moment (stated, else now), not before the current
-    assignment; ``sensitive_shown`` as for ``decide_assignment``."""
-    if facts.closed:
-        raise errors.case_closed(facts.case_id)
+    """``occurred_at``: the command's moment (stated, else now), checked as new work's
+    (``check_new_work``) and not before the current assignment; ``sensitive_shown`` as for
+    ``decide_assignment``."""
+    check_new_work(facts, occurred_at)
     if worker is None:
         raise NotFound("worker", command.worker_id)
     if state.worker_id is None:

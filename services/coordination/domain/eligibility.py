@@ -4,7 +4,7 @@ is recorded as a reason, so the decision can be explained and reviewed."""
 from __future__ import annotations
 
 import re
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from functools import cache
 
 from pydantic import ValidationError
@@ -16,10 +16,9 @@ from events.catalog.eligibility import EligibilityDetermined, EligibilityFacts
 from events.catalog.values import in_major_units
 from events.errors import FieldProblem
 from events.validation import plain, text_lengths
-from services.coordination.domain import errors
 from services.coordination.domain.agency import Program
 from services.coordination.domain.commands import DetermineEligibility
-from services.coordination.domain.facts import CaseFacts
+from services.coordination.domain.facts import CaseFacts, check_new_work
 
 
 def evaluate(program: Program, facts: EligibilityFacts) -> tuple[bool, list[str]]:
@@ -95,10 +94,15 @@ def _residence_outcome(program: Program, residence: str) -> tuple[bool, str]:
 
 
 def decide_eligibility(
-    facts: CaseFacts, program: Program, command: DetermineEligibility, on: date
+    facts: CaseFacts,
+    program: Program,
+    command: DetermineEligibility,
+    on: date,
+    occurred_at: datetime | None = None,
 ) -> list[CaseEvent]:
-    if facts.closed:
-        raise errors.case_closed(facts.case_id)
+    """``occurred_at``: the command's moment (stated, else now), checked as new work's
+    (``check_new_work``)."""
+    check_new_work(facts, occurred_at)
     eligible, reasons = evaluate(program, command.facts)
     valid_until = (
         on + timedelta(days=program.valid_for_days)

@@ -52,17 +52,27 @@ def check_occurred_at(facts: CaseFacts, occurred_at: datetime | None) -> None:
     """``occurred_at``: the command's moment (``CommandContext.moment``: stated, else now;
     ``None``: not known, not checked). A command on the case cannot have happened before the
     case was opened: a backdated moment would otherwise let rules checked on it (a licence then
-    still valid) pass. Nor, on a reopened case, before its last closure or its last reopening,
-    as planning refuses: audit's state as it happened would show the work done on the closed
-    case (between the two, coordination itself refuses it ``CASE_CLOSED``). A closed case's
-    wrap-up of what happened before its closure stays in order."""
+    still valid) pass. A command starting new work is also checked against the case's closures
+    (``check_new_work``); the wrap-up of what happened before a closure (README, "Closure") is
+    checked only against what it follows (a claim's filing, a reservation, a referral's last
+    event...), so it is dated when it happened, entered while the case is closed or after it
+    was reopened alike."""
     if occurred_at is not None:
         check_not_before_opening(facts, occurred_at, COMMAND_MOMENT)
-        if not facts.closed:
-            case_id = facts.case_id
-            require_not_before(occurred_at, f"case {case_id} was last closed", facts.last_closed_at)
-            reopened_at = facts.last_reopened_at
-            require_not_before(occurred_at, f"case {case_id} was last reopened", reopened_at)
+
+
+def check_new_work(facts: CaseFacts, occurred_at: datetime | None) -> None:
+    """The check of every command starting new work on the case, and the one place that says
+    which commands do (README, "Closure"): refused ``CASE_CLOSED`` while the case is closed,
+    and on a reopened case not dated (``occurred_at``, as ``check_occurred_at``) before its
+    last closure or its last reopening, as planning refuses: between the two it would be work
+    done on the closed case, which this refuses, and audit's state as it happened would show
+    it so."""
+    if facts.closed:
+        raise errors.case_closed(facts.case_id)
+    case_id = facts.case_id
+    require_not_before(occurred_at, f"case {case_id} was last closed", facts.last_closed_at)
+    require_not_before(occurred_at, f"case {case_id} was last reopened", facts.last_reopened_at)
 
 
 def check_not_before_opening(facts: CaseFacts, moment: datetime, field: str) -> None:

@@ -32,7 +32,7 @@ from services.coordination.domain.commands import (
     ReleaseBudget,
     ReserveBudget,
 )
-from services.coordination.domain.facts import CaseFacts, check_given_while_open
+from services.coordination.domain.facts import CaseFacts, check_given_while_open, check_new_work
 from services.coordination.domain.schedule import Schedule, ServiceStatus
 from services.coordination.domain.validation import validated
 
@@ -44,9 +44,11 @@ def decide_reservation(
     schedule: Schedule,
     command: ReserveBudget,
     reservation_id: str,
+    occurred_at: datetime | None = None,
 ) -> list[CaseEvent]:
-    if facts.closed:
-        raise errors.case_closed(facts.case_id)
+    """``occurred_at``: the command's moment (stated, else now), checked as new work's
+    (``check_new_work``)."""
+    check_new_work(facts, occurred_at)
     _same_currency(command.amount, line.amount.currency, "amount.currency", line.budget_line)
     service = None
     if command.service_id is not None:

@@ -35,7 +35,7 @@ from services.coordination.domain.commands import (
     MakeReferral,
     WithdrawReferral,
 )
-from services.coordination.domain.facts import CaseFacts
+from services.coordination.domain.facts import CaseFacts, check_new_work
 from services.coordination.domain.permissions import (
     Action,
     require_case_worker,
@@ -45,11 +45,16 @@ from services.coordination.domain.scheduling import CLOSURE_REASON
 
 
 def decide_referral(
-    facts: CaseFacts, command: MakeReferral, referral_id: str, disclosure: Decision
+    facts: CaseFacts,
+    command: MakeReferral,
+    referral_id: str,
+    disclosure: Decision,
+    occurred_at: datetime | None = None,
 ) -> list[CaseEvent]:
-    """``disclosure``: the access policy's decision on disclosing the case to the provider."""
-    if facts.closed:
-        raise errors.case_closed(facts.case_id)
+    """``disclosure``: the access policy's decision on disclosing the case to the provider.
+    ``occurred_at``: the command's moment (stated, else now), checked as new work's
+    (``check_new_work``)."""
+    check_new_work(facts, occurred_at)
     if not disclosure.allowed:
         raise errors.consent_required(
             facts.case_id, command.provider.provider_id, disclosure.reason
@@ -80,9 +85,10 @@ def decide_answer(
     outcome of work it had accepted before the closure; accepting is refused, since it is what
     lets the provider read the case (README, "Closure"). ``acting_for``: the partner agency of
     the verified caller, which must be the referral's provider. ``occurred_at``: the command's
-    moment (stated, else now), not before the referral's last event."""
+    moment (stated, else now), not before the referral's last event (an acceptance's also
+    checked as new work's, ``check_new_work``)."""
     referral = _answerable(state, command, acting_for)
-    answer = _answer(referral, facts, command)
+    answer = _answer(referral, facts, command, occurred_at)
     require_not_before(occurred_at, referral.last_change, referral.changed_at)
     return answer
 
@@ -91,11 +97,11 @@ def _answer(
     referral: Referral,
     facts: CaseFacts,
     command: AcceptReferral | DeclineReferral | CompleteReferral,
+    occurred_at: datetime | None,
 ) -> list[CaseEvent]:
     match command:
         case AcceptReferral():
-            if facts.closed:
-                raise errors.case_closed(facts.case_id)
+            check_new_work(facts, occurred_at)
             _require_status(referral, ReferralStatus.PENDING, errors.REFERRAL_NOT_PENDING)
             return [
                 ReferralAccepted(

@@ -39,6 +39,7 @@ from services.coordination.domain.commands import (
 from services.coordination.domain.facts import (
     CaseFacts,
     check_given_while_open,
+    check_new_work,
     check_not_before_opening,
     check_not_while_closed,
 )
@@ -74,11 +75,12 @@ def decide_schedule(
     command: ScheduleService,
     service_id: str,
     consented: Mapping[str, frozenset[SensitiveCategory]],
+    occurred_at: datetime | None = None,
 ) -> list[CaseEvent]:
     """``consented``: the sensitive categories each consent in force names, by consent id (read
-    only for a service of a kind that tells of one, booked from a referral)."""
-    if facts.closed:
-        raise errors.case_closed(facts.case_id)
+    only for a service of a kind that tells of one, booked from a referral). ``occurred_at``:
+    the command's moment (stated, else now), checked as new work's (``check_new_work``)."""
+    check_new_work(facts, occurred_at)
     check_not_before_opening(facts, command.starts_at, "starts_at")
     check_not_while_closed(facts, command.starts_at)
     if command.referral_id is not None:
@@ -146,10 +148,10 @@ def decide_reschedule(
     command: RescheduleService,
     occurred_at: datetime | None = None,
 ) -> list[CaseEvent]:
-    """``occurred_at``: the command's moment (stated, else now), not before the service was
-    scheduled or last moved (as for a cancellation and a delivery)."""
-    if facts.closed:
-        raise errors.case_closed(facts.case_id)
+    """``occurred_at``: the command's moment (stated, else now), checked as new work's
+    (``check_new_work``) and not before the service was scheduled or last moved (as for a
+    cancellation and a delivery)."""
+    check_new_work(facts, occurred_at)
     check_not_before_opening(facts, command.starts_at, "starts_at")
     check_not_while_closed(facts, command.starts_at)
     service = _scheduled(schedule, command.case_id, command.service_id)

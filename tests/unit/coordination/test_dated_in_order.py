@@ -15,7 +15,9 @@ from casetrail_platform.store.sqlite import SqliteEventStore
 from events.catalog.cases import CaseReopened
 from events.catalog.values import NeedCategory
 from tests.unit.coordination.rpc import (
+    AN_HOUR,
     COUNSELING_CENTRE,
+    NEXT_WEEK,
     PT_CLINIC,
     assign,
     refer,
@@ -296,45 +298,150 @@ async def test_a_reservation_is_released_not_before_it_was_made_nor_the_case_ope
     await stub.ReleaseBudget(_release(made, TODAY))
 
 
-async def test_a_command_on_a_reopened_case_is_not_dated_before_its_last_reopening(
-    stub: Stub, intake: IntakeFeed, store: SqliteEventStore
-) -> None:
-    """As planning refuses: the reopened case's work follows its closure and its reopening, or
-    audit's state as it happened would show it done on the closed case. Dated between the two,
-    a referral was recorded at a moment coordination itself refuses it ``CASE_CLOSED``."""
-    await intake.open_case("case-1", "client-1", [NeedCategory.COUNSELING], at=OPENED)
-    await intake.consent("case-1", "client-1")
-    closed_at = TODAY - timedelta(hours=2)
-    reopened_at = TODAY - timedelta(hours=1)
-    await intake.close_case("case-1", at=closed_at)
-    await intake.deliver(
-        CaseReopened(case_id="case-1", reason="fell again"), "case-case-1", occurred_at=reopened_at
+BOOKED = OPENED + timedelta(hours=1)
+"""When the work the tests of a reopened case find was booked, before the case closed."""
+CLOSED, WHILE_CLOSED, REOPENED = (OPENED + timedelta(hours=hours) for hours in (6, 8, 10))
+
+
+def _referral(at: datetime) -> pb.MakeReferralRequest:
+    return pb.MakeReferralRequest(
+        context=command_context("coordinator", at=at),
+        case_id="case-1",
+        provider=COUNSELING_CENTRE,
+        need_category="counseling",
+        service="counseling sessions",
+        urgency="soon",
+        reason="adjusting to her new situation",
     )
 
-    def referral(at: datetime) -> pb.MakeReferralRequest:
-        return pb.MakeReferralRequest(
-            context=command_context("coordinator", at=at),
-            case_id="case-1",
-            provider=COUNSELING_CENTRE,
-            need_category="counseling",
-            service="counseling sessions",
-            urgency="soon",
-            reason="adjusting to her new situation",
-        )
 
-    before = await store.read_stream("case-case-1")
-    early = await refused(stub.MakeReferral(referral(closed_at - timedelta(hours=5))))
+def _reservation(at: datetime) -> pb.ReserveBudgetRequest:
+    return pb.ReserveBudgetRequest(
+        context=command_context("coordinator", at=at),
+        case_id="case-1",
+        budget_line="flex",
+        amount=usd(1_000),
+    )
+
+
+async def _closed_and_reopened(intake: IntakeFeed) -> None:
+    await intake.close_case("case-1", at=CLOSED)
+    await intake.deliver(
+        CaseReopened(case_id="case-1", reason="fell again"), "case-case-1", occurred_at=REOPENED
+    )
+
+
+async def test_new_work_on_a_reopened_case_is_not_dated_before_its_last_reopening(
+    stub: Stub, intake: IntakeFeed, store: SqliteEventStore
+) -> None:
+    """As planning refuses: the reopened case's new work (every command refused
+    ``CASE_CLOSED`` on a closed case) follows its closure and its reopening, or audit's state
+    as it happened would show it done on the closed case. Dated between the two, a referral
+    was recorded at a moment coordination itself refuses it ``CASE_CLOSED``."""
+    await intake.open_case(
+        "case-1", "client-1", [NeedCategory.COUNSELING, NeedCategory.PHYSICAL_THERAPY], at=OPENED
+    )
+    await intake.consent("case-1", "client-1")
+    await assign(stub, "case-1", "sw-lcsw", at=BOOKED)
+    pending = (await stub.MakeReferral(_referral(BOOKED))).referral_id
+    booked = await stub.ScheduleService(
+        _dated(
+            schedule_request("case-1", "physical_therapy", NEXT_WEEK, role="coordinator"), BOOKED
+        )
+    )
+    await _closed_and_reopened(intake)
+    streams = ["case-case-1", "schedule-client-1", "budget-flex"]
+    before = [await store.read_stream(stream) for stream in streams]
+    early = await refused(stub.MakeReferral(_referral(CLOSED - timedelta(hours=1))))
     assert (early.code, early.fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["context.occurred_at"])
-    assert f"case case-1 was last closed ({closed_at.isoformat()})" in early.message
-    for while_closed in (closed_at, reopened_at - timedelta(seconds=1)):
-        refusal = await refused(stub.MakeReferral(referral(while_closed)))
-        assert (refusal.code, refusal.fields) == (
+    assert f"case case-1 was last closed ({CLOSED.isoformat()})" in early.message
+    later = NEXT_WEEK + timedelta(days=1)
+    new_work = {
+        "AssignCase": stub.AssignCase(
+            pb.AssignCaseRequest(
+                context=command_context("coordinator", at=WHILE_CLOSED),
+                case_id="case-1",
+                worker_id="sw-lcsw",
+            )
+        ),
+        "TransferCase": stub.TransferCase(_transfer("cm-dana", WHILE_CLOSED)),
+        "MakeReferral": stub.MakeReferral(_referral(WHILE_CLOSED)),
+        "AcceptReferral": stub.AcceptReferral(_answer("accept", pending, WHILE_CLOSED)),
+        "ScheduleService": stub.ScheduleService(
+            _dated(
+                schedule_request("case-1", "physical_therapy", later, role="coordinator"),
+                WHILE_CLOSED,
+            )
+        ),
+        "RescheduleService": stub.RescheduleService(_move(booked.service_id, later, WHILE_CLOSED)),
+        "DetermineEligibility": stub.DetermineEligibility(
+            pb.DetermineEligibilityRequest(
+                context=command_context("coordinator", at=WHILE_CLOSED),
+                case_id="case-1",
+                program_id="open-door",
+            )
+        ),
+        "ReserveBudget": stub.ReserveBudget(_reservation(WHILE_CLOSED)),
+    }
+    for command, call in new_work.items():
+        refusal = await refused(call)
+        assert (command, refusal.code, refusal.fields) == (
+            command,
             grpc.StatusCode.INVALID_ARGUMENT,
             ["context.occurred_at"],
         )
-        assert f"case case-1 was last reopened ({reopened_at.isoformat()})" in refusal.message
-    assert await store.read_stream("case-case-1") == before
-    await stub.MakeReferral(referral(reopened_at))
+        assert f"case case-1 was last reopened ({REOPENED.isoformat()})" in refusal.message
+    assert [await store.read_stream(stream) for stream in streams] == before
+    await stub.MakeReferral(_referral(REOPENED))
+
+
+async def test_wrap_up_entered_after_a_reopening_keeps_the_moment_it_happened_at(
+    stub: Stub, intake: IntakeFeed
+) -> None:
+    """The wrap-up of what happened before a closure (README, "Closure") is taken on a closed
+    case dated when it happened; entered after the case was reopened, the same command at the
+    same moment is taken too, checked only against what it follows. Refused as dated before
+    the reopening (or the closure), an insurer's decision made while the case was closed and
+    entered late could only be recorded misdated."""
+    await intake.open_case(
+        "case-1", "client-1", [NeedCategory.COUNSELING, NeedCategory.PHYSICAL_THERAPY], at=OPENED
+    )
+    await intake.consent("case-1", "client-1")
+    slot = OPENED + timedelta(hours=2)
+    given = await stub.ScheduleService(
+        _dated(schedule_request("case-1", "physical_therapy", slot, role="coordinator"), BOOKED)
+    )
+    called_off = await stub.ScheduleService(
+        _dated(
+            schedule_request("case-1", "physical_therapy", NEXT_WEEK, role="coordinator"), BOOKED
+        )
+    )
+    reserved = await stub.ReserveBudget(_reservation(BOOKED))
+    declined, completed, withdrawn = [
+        (await stub.MakeReferral(_referral(BOOKED))).referral_id for _ in range(3)
+    ]
+    await stub.AcceptReferral(_answer("accept", completed, BOOKED))
+    await _closed_and_reopened(intake)
+
+    # Given before the closure, written up now: dated before the closure.
+    await stub.RecordServiceDelivered(_delivered(given.service_id, slot, CLOSED - AN_HOUR))
+    filed = await stub.FileInsuranceClaim(
+        pb.FileInsuranceClaimRequest(
+            context=command_context("coordinator", at=WHILE_CLOSED),
+            case_id="case-1",
+            insurer=pb.Provider(provider_id="medicare", name="Medicare"),
+            amount_claimed=usd(10_000),
+            service_ids=[given.service_id],
+        )
+    )
+    await stub.RecordClaimDecision(_claim_decision(filed.claim_id, WHILE_CLOSED))
+    await stub.ReleaseBudget(_release(reserved.reservation_id, WHILE_CLOSED))
+    await stub.CancelService(_cancel(called_off.service_id, WHILE_CLOSED))
+    await stub.DeclineReferral(_answer("decline", declined, WHILE_CLOSED, reason="no capacity"))
+    await stub.CompleteReferral(
+        _answer("complete", completed, WHILE_CLOSED, outcome="two sessions")
+    )
+    await stub.WithdrawReferral(_withdrawal(withdrawn, WHILE_CLOSED))
 
 
 async def test_a_command_stating_no_moment_is_checked_as_happening_now(

@@ -62,6 +62,7 @@ async def assign_case(
                 load,
                 command,
                 on,
+                context.moment(),
                 sensitive_shown=shown,
             ),
         )

@@ -79,7 +79,7 @@ async def determine_eligibility(
         carried(
             context,
             Action.DETERMINE_ELIGIBILITY,
-            lambda _case: decide_eligibility(facts, program, command, on),
+            lambda _case: decide_eligibility(facts, program, command, on, context.moment()),
         ),
     )
 
@@ -114,7 +114,9 @@ async def reserve_budget(
             context,
             budget_stream(line.budget_line),
             BUDGET_LINE,
-            lambda state: decide_reservation(line, state, facts, schedule, command, reservation_id),
+            lambda state: decide_reservation(
+                line, state, facts, schedule, command, reservation_id, context.moment()
+            ),
             guard=supervisor.read,
         )
 

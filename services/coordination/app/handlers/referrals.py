@@ -67,7 +67,9 @@ async def make_referral(
             carried(
                 context,
                 Action.MAKE_REFERRAL,
-                lambda _case: decide_referral(facts, command, referral_id, disclosure),
+                lambda _case: decide_referral(
+                    facts, command, referral_id, disclosure, context.moment()
+                ),
             ),
         )
 

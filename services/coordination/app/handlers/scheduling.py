@@ -60,7 +60,7 @@ async def schedule_service(
             Action.SCHEDULE_SERVICE,
             command.case_id,
             lambda schedule, facts, case: decide_schedule(
-                schedule, facts, case, command, service_id, consented
+                schedule, facts, case, command, service_id, consented, context.moment()
             ),
         )
 
