@@ -12,7 +12,9 @@ up to ``max_in_flight`` handed-over batches wait for their acknowledgement toget
 keeps each case's order across them (``EventPublisher.enqueue``).
 
 A bus that forgets on restart (``publisher.durable`` is false, e.g. the in-process bus) is
-refilled from position 0 on every start, and the checkpoint is neither read nor written.
+refilled from position 0 on every start, and the checkpoint is neither read nor written. The
+relay tells such a bus as it is made, and again once its first round has published everything
+the store held (``EventPublisher.republishing``): the bus's barriers wait for that.
 
 A record the bus refuses for good (``PublishError.refused``, e.g. larger than the topic
 allows) must not stop the service's publishing for ever: the relay publishes the records of
@@ -142,6 +144,10 @@ class OutboxRelay:
         """After a refusal: publish one record at a time up to this position."""
         self._advanced: asyncio.Future[None] | None = None
         """Done when this relay next saves its progress (``published``)."""
+        self._republished = publisher.republishing()
+        """What a bus refilled from the start of the store is told once it has all the store
+        held when the relay started (called once: after the first round that ends, or when
+        the relay stops)."""
 
     @property
     def name(self) -> str:
@@ -193,6 +199,7 @@ class OutboxRelay:
                         )
                     published += await self._settle(in_flight, everything=not more)
                     if not more:
+                        self._tell_republished()
                         return published
             finally:
                 self._publishing_since = None
@@ -279,6 +286,13 @@ class OutboxRelay:
                 await asyncio.wait_for(
                     asyncio.shield(self._advanced), min(remaining, CHECKPOINT_LOOK_EVERY)
                 )
+
+    def _tell_republished(self) -> None:
+        """A round ended, everything stored when it began on the bus (or parked), or the
+        relay stopped."""
+        republished, self._republished = self._republished, None
+        if republished is not None:
+            republished()
 
     async def _is_parked(self, position: int) -> bool:
         """Whether ``position`` is parked, so not on the bus though the relay went past it:
@@ -455,6 +469,9 @@ class OutboxRelay:
         try:
             await self._relay(stop)
         finally:
+            # Stopped before its first round ended, it refills the bus no further: the bus
+            # waits for the store's next relay, which tells it anew.
+            self._tell_republished()
             self._forget_leading()
 
     def _forget_leading(self) -> None:

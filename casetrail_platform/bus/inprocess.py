@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import count
 
@@ -55,7 +55,10 @@ class InProcessBus:
     events). The durable store is the source of truth and the bus is rebuilt from it, so
     a restart loses nothing that was acknowledged. Consumers see every event again after
     a restart and must be idempotent (they must be on Kafka too); committed offsets and
-    dead letters are forgotten as well, so keep projections' own tracking durable.
+    dead letters are forgotten as well, so keep projections' own tracking durable. Until every
+    relay refilling it has republished what its store held at the start (``republishing``), it
+    does not hold all that was recorded, and ``caught_up`` waits for them too: the relays go at
+    their own pace, so one store's later events may come after another's earlier ones.
 
     Partitions are chosen by a stable hash of the key (the case id), so one case's events
     stay in order. Within a group each partition is held by one member at a time and is
@@ -80,6 +83,8 @@ class InProcessBus:
         self._committed: asyncio.Future[None] | None = None
         """Done at the next commit of any group (``InProcessSubscriber.caught_up`` waits on it)."""
         self._decoders: list[tuple[EventRegistry, Decoder]] = []
+        self._refills: list[asyncio.Event] = []
+        """One per relay refilling the bus (``republishing``), set once it has."""
 
     def publisher(self, topic: str = DEFAULT_CASE_EVENTS_TOPIC) -> InProcessPublisher:
         return InProcessPublisher(self, topic)
@@ -118,6 +123,21 @@ class InProcessBus:
         log.append(message)
         self._notify()
         return message
+
+    def republishing(self) -> Callable[[], None]:
+        """A relay about to refill the bus from the start of its store (``EventPublisher``'s
+        ``republishing``); returns what it calls once it has published all its store held when
+        it started."""
+        refilled = asyncio.Event()
+        self._refills.append(refilled)
+        return refilled.set
+
+    async def refilled(self) -> None:
+        """Returns once every relay refilling the bus (one told while this waits too) has
+        published what its store held when it started."""
+        while self._refills:
+            await self._refills[0].wait()
+            self._refills = [refill for refill in self._refills if not refill.is_set()]
 
     def partition_of(self, key: bytes) -> int:
         """The partition of records keyed ``key`` (a stable hash: the same in every process)."""
@@ -221,6 +241,9 @@ class InProcessPublisher(EventPublisher):
     @property
     def durable(self) -> bool:
         return self._bus.durable
+
+    def republishing(self) -> Callable[[], None]:
+        return self._bus.republishing()
 
     async def publish(self, records: Sequence[RecordedEvent]) -> None:
         # Encode everything first so that a bad record leaves the log untouched.
@@ -356,13 +379,16 @@ class InProcessSubscriber(EventSubscriber):
         bus = self._bus
         partition = bus.partition_of(key.encode())
         log = bus._log(self._topic)[partition]
-        end = len(log)
         state = bus._group(self._topic, group)
-        if types is not None:
-            start = state.committed[partition]
-            end = past_last_of(log[start:end], key.encode(), types, start)
         try:
             async with asyncio.timeout(patience):
+                # What the stores held at the start is on the bus only once every relay has
+                # republished it; at once when none is refilling the bus any more.
+                await bus.refilled()
+                end = len(log)
+                if types is not None:
+                    start = state.committed[partition]
+                    end = past_last_of(log[start:end], key.encode(), types, start)
                 while state.committed[partition] < end:
                     # Shielded: a waiter that gives up must not cancel the others' future.
                     await asyncio.shield(bus._commit_seen())

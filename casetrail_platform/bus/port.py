@@ -79,6 +79,15 @@ class EventPublisher(ABC):
         """
         return True
 
+    def republishing(self) -> Callable[[], None] | None:
+        """Told by an outbox relay as it is made, before it publishes anything: for a bus
+        that is not ``durable``, which it will refill from the start of its store. Returns
+        what the relay calls once it has published everything its store held when it started
+        (``None``: nothing to tell, a durable bus keeps what was published before), or when
+        it stops. Until every relay so told has, such a bus does not hold all that was
+        recorded yet, and ``EventSubscriber.caught_up`` waits for them too."""
+        return None
+
     @abstractmethod
     async def publish(self, records: Sequence[RecordedEvent]) -> None:
         """Publish ``records`` in order; return once all are durably acknowledged.
@@ -155,6 +164,11 @@ class EventSubscriber(ABC):
         after the group's position are looked at, not waited for (on Kafka, read once from
         the partition, unless there are more than ``kafka_trail.PEEK_LIMIT``: then the whole
         partition is waited for).
+
+        On a bus that is not ``durable`` (rebuilt from the stores at each start), the end is
+        read once every relay refilling it has published what its store held when it started
+        (``EventPublisher.republishing``; or stopped), within the same ``patience``: so the
+        end counts everything recorded before the start, whatever the relays' pace.
         """
 
     async def close(self) -> None:

@@ -16,7 +16,7 @@ from casetrail_platform.checkpoints import CheckpointStore, InMemoryCheckpointSt
 from casetrail_platform.outbox import OutboxRelay
 from casetrail_platform.store.sqlite import SqliteEventStore
 from events.envelope import RecordedEvent
-from tests.contract.bus_conftest import Recorder, eventually, running
+from tests.contract.bus_conftest import WAIT_LIMIT, Recorder, eventually, running
 from tests.support.sample_events import note, sample_registry
 
 QUICK = Backoff(initial=0.01, maximum=0.02)
@@ -223,6 +223,51 @@ async def test_events_reach_subscribers_through_the_in_process_bus(
         stop.set()
         await relaying
     assert {e.event_id: e for e in recorder.deliveries} == {e.event_id: e for e in stored}
+
+
+async def test_the_in_process_bus_is_caught_up_once_every_relay_refilling_it_has(
+    store: SqliteEventStore, tmp_path: Path
+) -> None:
+    """The bus is rebuilt from the stores at each start, each relay at its own pace: a group
+    that handled all one relay republished of a case is not caught up with what was recorded
+    while another relay has yet to republish the case's later events."""
+    other = await SqliteEventStore.open(tmp_path / "other.db", sample_registry())
+    try:
+        earlier = await add_notes(store, "c-1", 1)
+        later = await add_notes(other, "c-1", 1)
+        bus, checkpoints = InProcessBus(partitions=3), InMemoryCheckpointStore()
+        quick = OutboxRelay(store, bus.publisher(), checkpoints, "quick")
+        slow = OutboxRelay(other, bus.publisher(), checkpoints, "slow")
+        subscriber = bus.subscriber(sample_registry())
+        recorder = Recorder()
+        async with running(subscriber, "planning", recorder):
+            await quick.publish_pending()
+            await eventually(lambda: recorder.has_all(earlier), "the quick relay's event")
+            assert not await subscriber.caught_up("planning", "c-1", patience=0.3)
+            waiting = asyncio.ensure_future(
+                subscriber.caught_up("planning", "c-1", patience=WAIT_LIMIT)
+            )
+            await slow.publish_pending()
+            assert await waiting
+            assert recorder.has_all(later)
+    finally:
+        await other.close()
+
+
+async def test_a_relay_stopped_before_it_refilled_the_bus_is_not_waited_for(
+    store: SqliteEventStore,
+) -> None:
+    """It refills nothing more: the store's next relay (the service started again) tells the
+    bus anew."""
+    await add_notes(store, "c-1", 1)
+    bus = InProcessBus()
+    relay = OutboxRelay(store, bus.publisher(), InMemoryCheckpointStore(), "relay")
+    subscriber = bus.subscriber(sample_registry())
+    assert not await subscriber.caught_up("planning", "c-1", patience=0.1)
+    stopped = asyncio.Event()
+    stopped.set()
+    await relay.run(stopped)
+    assert await subscriber.caught_up("planning", "c-1", patience=0.1)
 
 
 class HangingPublisher(EventPublisher):

@@ -199,7 +199,9 @@ class FollowUps:
         """The case facts hold the closure and all the bus has of the case (when they are fed
         from one): a reopening already on the bus counts, however far the facts' own consumer
         group has got (a group building them again from the bus, say); one not published yet
-        comes after the closure's follow-up."""
+        comes after the closure's follow-up. On the embedded bus, rebuilt at each start by the
+        relays at their own pace, one recorded before the start counts as on the bus
+        (``InProcessBus.refilled``): the closure may come back before it."""
         if not await self._closure_applied(recorded):
             raise RetriableHandlerError(
                 f"closure {recorded.event_id} is not in coordination's case facts yet"

@@ -6,14 +6,21 @@ may hold the closure and not yet the reopening after it."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
 from casetrail.coordination.v1 import coordination_pb2 as pb
 from casetrail_platform.bus.errors import RetriableHandlerError
+from casetrail_platform.bus.inprocess import InProcessBus
+from casetrail_platform.checkpoints import InMemoryCheckpointStore
+from casetrail_platform.hosting import FACTS_WAIT_SECONDS
+from casetrail_platform.outbox import OutboxRelay
+from casetrail_platform.projections.runner import BusProjectionHandler
 from casetrail_platform.store.sqlite import SqliteEventStore
 from events.catalog.base import CaseEvent
 from events.catalog.cases import (
@@ -27,7 +34,8 @@ from events.catalog.funding import BudgetReleased
 from events.catalog.referrals import ReferralWithdrawn
 from events.catalog.scheduling import ServiceCancelled
 from events.catalog.values import NeedCategory
-from events.envelope import RecordedEvent
+from events.catalog_registry import default_registry
+from events.envelope import NewEvent, RecordedEvent
 from services.coordination.adapters.projections import CaseFactsProjection
 from services.coordination.app.follow_ups import FollowUps
 from services.coordination.app.handlers.running import Dependencies
@@ -63,10 +71,10 @@ async def _called_off(store: SqliteEventStore) -> list[CaseEvent]:
 
 async def _reopened_with_live_work(
     stub: Stub, intake: IntakeFeed, deps: Dependencies, follow_ups: FollowUps | None
-) -> tuple[RecordedEvent, RecordedEvent]:
+) -> tuple[RecordedEvent, RecordedEvent, RecordedEvent]:
     """Case 1 closed (its closure handed to ``follow_ups``, if any, before the reopening),
     reopened, then given a referral taken on, next week's session from it and money held;
-    the closure and the reopening."""
+    the opening, the closure and the reopening."""
     opened = await intake.deliver(_opening(), "case-case-1", occurred_at=OPENED)
     await intake.consent("case-1", "client-1")
     await carried_by(deps.store, "case-1")
@@ -97,7 +105,7 @@ async def _reopened_with_live_work(
     await deps.read_models.reset(projection.name, projection.collections)
     await intake.handler(opened)
     await intake.handler(closure)
-    return closure, reopening
+    return opened, closure, reopening
 
 
 def _opening() -> CaseOpened:
@@ -113,7 +121,7 @@ async def test_a_closure_delivered_again_does_nothing_whatever_the_facts_hold_by
     stub: Stub, intake: IntakeFeed, store: SqliteEventStore, deps: Dependencies
 ) -> None:
     follow_ups = FollowUps(deps)
-    closure, reopening = await _reopened_with_live_work(stub, intake, deps, follow_ups)
+    _, closure, reopening = await _reopened_with_live_work(stub, intake, deps, follow_ups)
 
     await follow_ups(closure)  # as the embedded bus hands it over at the next start
     await intake.handler(reopening)
@@ -125,7 +133,7 @@ async def test_a_closures_follow_up_counts_a_reopening_already_on_the_bus(
     stub: Stub, intake: IntakeFeed, store: SqliteEventStore, deps: Dependencies
 ) -> None:
     # First handed to the follow-ups now: the reopening is on the bus, the facts' group behind.
-    closure, reopening = await _reopened_with_live_work(stub, intake, deps, None)
+    _, closure, reopening = await _reopened_with_live_work(stub, intake, deps, None)
     asked: list[str] = []
 
     async def behind(case_id: str) -> bool:
@@ -143,4 +151,62 @@ async def test_a_closures_follow_up_counts_a_reopening_already_on_the_bus(
 
     await FollowUps(replace(deps, case_facts_caught_up=catching_up))(closure)
     assert asked == ["case-1", "case-1"]
+    assert await _called_off(store) == []
+
+
+async def _stored(path: Path, records: list[RecordedEvent]) -> SqliteEventStore:
+    """A service's store holding ``records`` (one stream), as its relay finds it at a start."""
+    store = await SqliteEventStore.open(path, default_registry())
+    events = [NewEvent(r.event, r.metadata, r.event_id) for r in records]
+    await store.append(records[0].stream, events, 0)
+    return store
+
+
+async def test_an_old_closure_first_followed_at_an_embedded_start_counts_every_relays_store(
+    stub: Stub, intake: IntakeFeed, store: SqliteEventStore, deps: Dependencies, tmp_path: Path
+) -> None:
+    """The embedded bus is rebuilt at each start by every service's relay republishing its
+    store from position 0, each at its own pace. A closure no follow-up had marked (the first
+    start after the upgrade, or a process stopped while it was pending), republished by
+    planning's relay while intake's, busy with a larger store, had not reached the reopening
+    after it, found the case facts caught up with the bus and called off the reopened case's
+    work; on Kafka the follow-ups' group is past that closure, nothing is called off."""
+    opened, closure, reopening = await _reopened_with_live_work(stub, intake, deps, None)
+    intake_store = await _stored(tmp_path / "intake.db", [opened, reopening])
+    planning_store = await _stored(tmp_path / "planning.db", [closure])
+    bus, checkpoints = InProcessBus(), InMemoryCheckpointStore()
+    # The start: each service's relay, made as its service starts, refills the bus.
+    intake_relay = OutboxRelay(intake_store, bus.publisher(), checkpoints, "intake")
+    planning_relay = OutboxRelay(planning_store, bus.publisher(), checkpoints, "planning")
+    subscriber = bus.subscriber(default_registry())
+    projection = CaseFactsProjection()
+    group = "casetrail.coordination.case-facts-v3"
+    stop = asyncio.Event()
+    facts = asyncio.create_task(
+        subscriber.run(
+            group,
+            BusProjectionHandler(deps.read_models, projection, service="coordination"),
+            stop,
+            event_types=projection.wanted_types,
+        )
+    )
+
+    async def caught_up(case_id: str) -> bool:  # as ServiceHost.caught_up asks
+        return await subscriber.caught_up(
+            group, case_id, patience=FACTS_WAIT_SECONDS, types=frozenset(projection.event_types)
+        )
+
+    try:
+        await planning_relay.publish_pending()
+        following = asyncio.create_task(
+            FollowUps(replace(deps, case_facts_caught_up=caught_up))(closure)
+        )
+        await asyncio.sleep(0.2)  # the facts' group applies the closure meanwhile
+        await intake_relay.publish_pending()
+        await following
+    finally:
+        stop.set()
+        await facts
+        await intake_store.close()
+        await planning_store.close()
     assert await _called_off(store) == []
