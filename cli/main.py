@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from casetrail_platform.addresses import unbracketed
+from casetrail_platform.whole_numbers import ascii_whole_number
 
 SERVICES = ("intake", "coordination", "planning", "audit")
 ROLES = (
@@ -319,14 +320,10 @@ def bounded(low: int, high: int) -> Callable[[str], int]:
     """An argparse type: a whole number from ``low`` to ``high``."""
 
     def parse(text: str) -> int:
-        # ASCII digits only, as the settings read from the environment (whole_numbers):
-        # int() also reads "١٢" as 12, "7_301" as 7301 and refuses 4,300 digits naming nothing.
-        digits = text.removeprefix("-")
-        if not (digits.isascii() and digits.isdigit()):
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number")
-        if len(digits.lstrip("0")) > len(str(abs(high))) or not low <= int(text) <= high:
-            raise argparse.ArgumentTypeError(f"must be from {low} to {high}")
-        return int(text)
+        number = ascii_whole_number(text)
+        if number is None or not low <= number <= high:
+            raise argparse.ArgumentTypeError(f"must be a whole number from {low} to {high}")
+        return number
 
     return parse
 

@@ -49,6 +49,7 @@ from pydantic import TypeAdapter, ValidationError
 from casetrail.audit.v1 import audit_pb2
 from casetrail_platform.ages import agency_today
 from casetrail_platform.limits import MOMENT_RANGE, within_moment_bounds
+from casetrail_platform.whole_numbers import ascii_whole_number
 from events.catalog.base import Identifier
 from services.caseload import queries
 from services.caseload.access import CaseloadGate, Refused
@@ -284,12 +285,12 @@ request line may hold."""
 
 
 def _whole_number(query: Any, name: str, default: int, highest: int) -> int:
-    """The query's ``name``, a whole number from 1 to ``highest``. ASCII digits only
-    (``str.isdigit`` also holds of "²", which ``int`` refuses) and at most 20 of them (``int``
-    refuses a text of over 4,300 digits): both were a 500."""
+    """The query's ``name``, a whole number from 1 to ``highest``, read by the one rule for
+    typed whole numbers (``ascii_whole_number``): "²" and 4,300 digits were each a 500."""
     text = query.get(name) or str(default)
-    if not (text.isascii() and text.isdigit() and len(text) <= 20) or not 1 <= int(text) <= highest:
+    number = ascii_whole_number(text)
+    if number is None or not 1 <= number <= highest:
         raise BadQuery(
             f"{name} must be a whole number from 1 to {highest}, got {text[:ECHOED_CHARACTERS]!r}"
         )
-    return int(text)
+    return number

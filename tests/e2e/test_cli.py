@@ -626,7 +626,10 @@ async def test_operator_tools_name_what_they_cannot_reach_or_write(tmp_path: Pat
             2,
             "--host: gRPC on 256.0.0.1 without TLS would carry bearer tokens in plain text",
         ),
-        ("keys", "rotate-kek", "--batch-size", str(10**20)): (2, "--batch-size: must be from 1"),
+        ("keys", "rotate-kek", "--batch-size", str(10**20)): (
+            2,
+            "--batch-size: must be a whole number from 1",
+        ),
         ("timeline", "case-1", "--token", "t", "--data-dir", str(tmp_path)): (
             2,
             f"{tmp_path / 'addresses.json'}: cannot read the services' addresses",

@@ -166,7 +166,7 @@ def test_a_console_port_it_cannot_listen_on_is_named(
     for beyond in ("65536", "-1"):
         code, err = _run(capsys, *argv, beyond)
         assert code == 2
-        assert "--port: must be from 0 to 65535" in err
+        assert "--port: must be a whole number from 0 to 65535" in err
 
 
 def test_a_console_host_in_brackets_is_the_address_within(

@@ -262,7 +262,7 @@ def test_workers_hash_a_large_store_and_one_that_dies_is_told(
     assert casetrail_exit(*arguments, "--workers", "1") == 0
     assert counted == [2]
     assert casetrail_exit(*arguments, "--workers", "0") == 2
-    assert "must be from 1 to 64" in capsys.readouterr().err
+    assert "must be a whole number from 1 to 64" in capsys.readouterr().err
 
     dying = StoreRanges(DyingRanges(data_dir / "intake" / "events.db"), 12)
     monkeypatch.setattr(SqliteLedgerStore, "store_ranges", lambda self: nullcontext(dying))
