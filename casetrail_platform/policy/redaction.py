@@ -19,7 +19,8 @@ such a referral's (``special_ids``, ``unlink``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Set
+from collections.abc import Callable, Iterable, Mapping, Set
+from typing import Any
 
 from google.protobuf.message import Message
 
@@ -77,14 +78,7 @@ def keep_referred(message: Message, lists: Mapping[str, str], referral_ids: Set[
     """Keep only the entries of each list (``{path: field naming the referral}``) that belong
     to one of ``referral_ids``; an entry of no referral goes too."""
     for path, id_field in lists.items():
-        *parents, name = path.split(".")
-        holder = message
-        for part in parents:
-            holder = getattr(holder, part)
-        entries = getattr(holder, name)
-        for index in reversed(range(len(entries))):
-            if getattr(entries[index], id_field) not in referral_ids:
-                del entries[index]
+        _drop_entries(message, f"{path}.{id_field}", lambda named: named not in referral_ids)
 
 
 def special_ids(message: Message, entries: str, id_field: str) -> frozenset[str]:
@@ -119,16 +113,28 @@ def drop_referrers(message: Message, referrers: Mapping[str, Set[str]]) -> list[
     and cleared of the id it would still say that it was for something withheld. The paths
     withheld: every one, whatever it held, as ``unlink``'s."""
     for path, ids in referrers.items():
-        *parents, name, id_field = path.split(".")
-        holder = message
-        for part in parents:
-            holder = getattr(holder, part)
-        entries = getattr(holder, name)
-        for index in reversed(range(len(entries))):
-            named = getattr(entries[index], id_field)
-            if not ids.isdisjoint([named] if isinstance(named, str) else named):
-                del entries[index]
+        _drop_entries(message, path, _names_any_of(ids))
     return list(referrers)
+
+
+def _names_any_of(ids: Set[str]) -> Callable[[Any], bool]:
+    def names(named: Any) -> bool:  # one id, or a repeated field of them
+        return not ids.isdisjoint([named] if isinstance(named, str) else named)
+
+    return names
+
+
+def _drop_entries(message: Message, path: str, drops: Callable[[Any], bool]) -> None:
+    """Delete each entry of the list at ``path`` minus its last part (``claims`` of
+    ``claims.service_ids``) whose field named by that last part ``drops``."""
+    *parents, name, id_field = path.split(".")
+    holder = message
+    for part in parents:
+        holder = getattr(holder, part)
+    entries = getattr(holder, name)
+    for index in reversed(range(len(entries))):
+        if drops(getattr(entries[index], id_field)):
+            del entries[index]
 
 
 def _unlink(message: Message, parts: list[str], ids: Set[str]) -> None:
