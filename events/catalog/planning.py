@@ -155,3 +155,10 @@ class PlanAgreed(CaseEvent):
     def _goal_ids_are_unique(cls, goal_ids: tuple[str, ...]) -> tuple[str, ...]:
         require_unique(goal_ids, "goal_ids")
         return goal_ids
+
+
+PLAN_CHANGES = (PlanDrafted, GoalAdded, GoalRevised, GoalAchieved, GoalDropped, PlanAgreed)
+"""The events that make or change a case's plan, agree to it or achieve or drop its goals, each
+naming it (``plan_id``); a plan's evaluations only look at it. Planning dates a plan's work by
+them and audit tells a plan's section by them: one list, so that a new kind of plan event is
+counted by both."""

@@ -23,12 +23,12 @@ from events.catalog import (
     funding,
     ledger,
     monitoring,
+    planning,
     referrals,
     scheduling,
 )
 from events.catalog.access import RecordSection
 from events.catalog.base import CaseEvent
-from services.audit.domain.case_state import PLAN_EVENTS
 from services.audit.domain.history import ACCESS_TYPES, TimelineQuery
 
 STATE_SECTIONS = (
@@ -86,7 +86,7 @@ def sections_by_type() -> dict[str, tuple[RecordSection, ...]]:
             (RecordSection.ASSIGNMENT,),
             (assignment.CaseAssigned, assignment.CaseReassigned),
         ),
-        ((RecordSection.PLAN,), PLAN_EVENTS),
+        ((RecordSection.PLAN,), planning.PLAN_CHANGES),
         (
             (RecordSection.REFERRALS,),
             (

@@ -34,16 +34,6 @@ from events.catalog.base import CaseEvent
 from events.envelope import RecordedEvent
 from services.audit.domain.history import TimeBasis, moment_of
 
-PLAN_EVENTS = (
-    planning.PlanDrafted,
-    planning.GoalAdded,
-    planning.GoalRevised,
-    planning.GoalAchieved,
-    planning.GoalDropped,
-    planning.PlanAgreed,
-)
-"""The events that make or change a case's plan, each naming it."""
-
 
 class CaseStatus(StrEnum):
     UNKNOWN = "unknown"
@@ -282,7 +272,7 @@ class _Folding:
         return True
 
     def _planning(self, event: CaseEvent) -> bool:
-        if isinstance(event, PLAN_EVENTS) and event.plan_id in self.ended_plan_ids:
+        if isinstance(event, planning.PLAN_CHANGES) and event.plan_id in self.ended_plan_ids:
             # An ended cycle's plan event stated after the reopening (a closure stated before
             # its cycle's work, as stores kept before that was refused hold): the plan stays
             # ended, as planning keeps it (a plan belongs to the cycle it was made in), and the

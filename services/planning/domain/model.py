@@ -34,6 +34,7 @@ from events.catalog.base import CaseEvent, Role
 from events.catalog.cases import CaseClosed, DischargePlanned
 from events.catalog.monitoring import ContactLogged, ProgressEvaluated
 from events.catalog.planning import (
+    PLAN_CHANGES,
     Goal,
     GoalAchieved,
     GoalAdded,
@@ -226,21 +227,9 @@ class CasePlanning:
                     self.plan = None
             case _:
                 pass
-        if isinstance(event, PLAN_WORK_EVENTS) and self.plan is not None:
+        if isinstance(event, PLAN_CHANGES) and self.plan is not None:
             # Planning works on its current plan only: the event is this plan's.
             self.plan.worked_on(work, occurred_at)
-
-
-PLAN_WORK_EVENTS = (
-    PlanDrafted,
-    GoalAdded,
-    GoalRevised,
-    GoalAchieved,
-    GoalDropped,
-    PlanAgreed,
-)
-"""Planning's events that change a plan, agree to it or achieve its goals (``Plan.last_work``;
-its evaluations: ``Plan.evaluated``)."""
 
 
 def cycle_work(event: CaseEvent) -> str:
