@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from casetrail_platform.addresses import unbracketed
-from casetrail_platform.whole_numbers import ascii_whole_number
+from casetrail_platform.typed_numbers import ascii_decimal, ascii_whole_number
 
 SERVICES = ("intake", "coordination", "planning", "audit")
 ROLES = (
@@ -299,18 +299,14 @@ def parser() -> argparse.ArgumentParser:
 
 
 def finite(low: float, high: float, *, above: bool = False) -> Callable[[str], float]:
-    """An argparse type: a number from ``low`` (``above``: more than ``low``) to ``high``, never
-    nan or infinite (``float`` alone lets both through, to fail later with a traceback)."""
+    """An argparse type: a number from ``low`` (``above``: more than ``low``) to ``high``,
+    written as ``ascii_decimal`` reads it (never nan, infinite or another script's digits)."""
 
     def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        # Comparisons with nan are false, so nan fails here too.
-        if not (low < value if above else low <= value) or not value <= high:
+        value = ascii_decimal(text)
+        if value is None or not (low < value if above else low <= value) or not value <= high:
             lowest = f"more than {low:g}" if above else f"from {low:g}"
-            raise argparse.ArgumentTypeError(f"must be {lowest} to {high:g}")
+            raise argparse.ArgumentTypeError(f"must be a number {lowest} to {high:g}")
         return value
 
     return parse

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from casetrail_platform.addresses import MAX_PORT, port_problem, unbracketed
 from casetrail_platform.bus.kafka_security import KafkaSecurity
 from casetrail_platform.bus.retry import Backoff
-from casetrail_platform.whole_numbers import ascii_whole_number
+from casetrail_platform.typed_numbers import ascii_whole_number
 
 DEFAULT_KAFKA_PORT = 19092
 DEFAULT_FETCH_MAX_WAIT_MS = 20

@@ -17,7 +17,7 @@ from aiokafka.errors import TopicAlreadyExistsError, for_code
 
 from casetrail_platform.bus.errors import TopicConfigurationError
 from casetrail_platform.bus.kafka_settings import KafkaSettings
-from casetrail_platform.whole_numbers import whole_number
+from casetrail_platform.typed_numbers import whole_number
 from events.topics import (
     DEAD_LETTER_PARTITIONS,
     DEFAULT_CASE_EVENTS_TOPIC,

@@ -24,7 +24,7 @@ import grpc
 from grpc_status import rpc_status
 
 from casetrail_platform.grpc_platform.errors import busy_status
-from casetrail_platform.whole_numbers import ascii_whole_number
+from casetrail_platform.typed_numbers import ascii_whole_number
 
 MAX_CALLS_VARIABLE = "CASETRAIL_GRPC_MAX_CALLS"
 MAX_STREAMS_VARIABLE = "CASETRAIL_GRPC_MAX_STREAMS"

@@ -25,6 +25,7 @@ from casetrail_platform.identity.keys import (
     require_https,
 )
 from casetrail_platform.identity.verifier import TokenVerifier
+from casetrail_platform.typed_numbers import ascii_decimal
 
 MIN_KEYS_MAX_AGE = 600.0
 """Ten minutes: twice the keys' refresh period, so one failed refresh refuses no token."""
@@ -75,11 +76,8 @@ class IssuerSettings:
 def _keys_max_age(text: str) -> float:
     if not text:
         return DEFAULT_KEYS_MAX_AGE
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = float("nan")
-    if not MIN_KEYS_MAX_AGE <= seconds <= MAX_KEYS_MAX_AGE:  # nan fails it too
+    seconds = ascii_decimal(text)
+    if seconds is None or not MIN_KEYS_MAX_AGE <= seconds <= MAX_KEYS_MAX_AGE:
         raise ValueError(
             f"CASETRAIL_OIDC_KEYS_MAX_AGE must be a number of seconds from"
             f" {MIN_KEYS_MAX_AGE:g} to {MAX_KEYS_MAX_AGE:g}"

@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,6 +17,7 @@ from casetrail_platform.ledger.log import LedgerLog, LedgerTampered
 from casetrail_platform.ledger.note import origin_of, read_keys_file
 from casetrail_platform.ledger.port import CheckpointRecord, LedgerStore
 from casetrail_platform.private_files import private_replacement, read_private
+from casetrail_platform.typed_numbers import ascii_decimal
 
 if TYPE_CHECKING:
     from grpc_health.v1 import health
@@ -33,12 +33,9 @@ def ledger_settings(infra: Infrastructure, environ: Mapping[str, str]) -> Infras
     (seconds between checkpoints) and ``CASETRAIL_LEDGER_PUBLIC_KEYS`` (a file of the
     services' published keys, for audit's witness) from the environment, when set."""
     agency = environ.get("CASETRAIL_AGENCY") or infra.agency
-    try:
-        every = float(environ.get("CASETRAIL_LEDGER_SIGN_EVERY") or infra.ledger_sign_every)
-    except ValueError:
-        every = math.nan  # named below, as any other value that is no number of seconds
-    # Comparisons with nan are false: nan is refused here too, and so is infinity (never).
-    if not 0 < every < math.inf:
+    text = environ.get("CASETRAIL_LEDGER_SIGN_EVERY", "")
+    every = ascii_decimal(text) if text else infra.ledger_sign_every
+    if every is None or not every > 0:
         raise ValueError("CASETRAIL_LEDGER_SIGN_EVERY must be a positive number of seconds")
     origin_of(agency, "intake")  # refuses an agency name that makes no valid origin
     keys = environ.get("CASETRAIL_LEDGER_PUBLIC_KEYS")

@@ -22,7 +22,7 @@ from casetrail_platform.identity.tls import (
     ServerTls,
     require_tls_beyond_loopback_target,
 )
-from casetrail_platform.whole_numbers import whole_number
+from casetrail_platform.typed_numbers import whole_number
 from events.topics import DEFAULT_CASE_EVENTS_TOPIC, check_topic_name
 
 DEFAULT_APP_ID = "casetrail-caseload-v2"

@@ -49,7 +49,7 @@ from pydantic import TypeAdapter, ValidationError
 from casetrail.audit.v1 import audit_pb2
 from casetrail_platform.ages import agency_today
 from casetrail_platform.limits import MOMENT_RANGE, within_moment_bounds
-from casetrail_platform.whole_numbers import ascii_whole_number
+from casetrail_platform.typed_numbers import ascii_whole_number
 from events.catalog.base import Identifier
 from services.caseload import queries
 from services.caseload.access import CaseloadGate, Refused

@@ -14,7 +14,7 @@ from casetrail_platform.identity.tls import (
     require_tls_beyond_loopback_target,
 )
 from casetrail_platform.identity.verifier import TokenVerifier
-from casetrail_platform.whole_numbers import ascii_whole_number
+from casetrail_platform.typed_numbers import ascii_whole_number
 
 DEFAULT_PORT = 7305
 """Next to the services' 7301-7304 (make run), below Linux's ephemeral range."""

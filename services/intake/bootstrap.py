@@ -13,6 +13,7 @@ from casetrail_platform.hosting import RunningService, host_for
 from casetrail_platform.infrastructure import Infrastructure
 from casetrail_platform.policy.hosting import facts_access_control
 from casetrail_platform.policy.projection import retire_old_facts_layout
+from casetrail_platform.typed_numbers import ascii_decimal
 from services.intake.adapters.case_closures import CaseClosuresProjection, ClosureLog
 from services.intake.adapters.client_directory import ClientDirectory
 from services.intake.adapters.emergency_accesses import (
@@ -32,11 +33,8 @@ def emergency_review_within() -> timedelta:
     text = os.environ.get(REVIEW_HOURS_SETTING, "")
     if not text:
         return DEFAULT_REVIEW_WITHIN
-    try:
-        hours = float(text)
-    except ValueError:
-        hours = -1.0
-    if not 0 < hours <= 720:
+    hours = ascii_decimal(text)
+    if hours is None or not 0 < hours <= 720:
         raise ValueError(f"{REVIEW_HOURS_SETTING} must be a number of hours in (0, 720]")
     return timedelta(hours=hours)
 

@@ -71,7 +71,7 @@ NUMBER_SETTINGS: list[tuple[str, Callable[[dict[str, str]], object]]] = [
     ("CASETRAIL_GRPC_MAX_CALLS", Capacity.from_env),
     ("CASETRAIL_CONSOLE_IDLE_MINUTES", idle_seconds_from_env),
 ]
-"""The whole numbers the environment sets, each with what reads it (``whole_numbers``)."""
+"""The whole numbers the environment sets, each with what reads it (``typed_numbers``)."""
 
 
 @pytest.mark.parametrize(("name", "read"), NUMBER_SETTINGS)

@@ -1,8 +1,10 @@
-"""Whole numbers set in the environment: ASCII digits, read by one helper, so that a bad value
-is refused naming its variable."""
+"""Numbers an operator or a caller types (settings, CLI arguments, web queries): ASCII digits,
+read by one helper each for whole and decimal numbers, so that a bad value is refused naming its
+variable or argument."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 MAX_DIGITS = 18
@@ -31,3 +33,17 @@ def whole_number(environ: Mapping[str, str], name: str, default: int) -> int:
     if number is None:
         raise ValueError(f"{name} must be a whole number, got {text!r}")
     return number
+
+
+_DIGITS = f"[0-9]{{1,{MAX_DIGITS}}}"
+_DECIMAL = re.compile(rf"{_DIGITS}(?:\.{_DIGITS})?|\.{_DIGITS}")
+
+
+def ascii_decimal(text: str) -> float | None:
+    """The number ``text`` spells as ASCII digits with at most one decimal point ("0.5", ".5",
+    "72"), else ``None``. ``float`` also reads "١٢" as 12, "1_0" as 10, " 3 " as 3, "1e3" and
+    "nan" and "inf": a setting read by it took another script's digits, and every caller had to
+    remember to refuse nan (whose comparisons are all false) on its own."""
+    if _DECIMAL.fullmatch(text) is None:
+        return None
+    return float(text)
