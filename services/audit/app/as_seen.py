@@ -118,13 +118,14 @@ class AsSeen:
     reads_total: int
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Attempts:
-    """U's recorded attempts on the case up to T, kept within a bound however many there are."""
+    """U's recorded attempts on the case up to T as one agency's staff, kept within a bound
+    however many there are."""
 
-    latest: RecordAccessed | RecordAccessDenied | None
-    reads: list[RecordedEvent]
-    reads_total: int
+    latest: RecordAccessed | RecordAccessDenied | None = None
+    reads: deque[RecordedEvent] = field(default_factory=lambda: deque(maxlen=READS_SHOWN))
+    reads_total: int = 0
 
 
 async def case_as_seen(
@@ -145,11 +146,17 @@ async def case_as_seen(
         raise invalid("as_of", "is before the case's first recorded event")
     facts = policy_facts.fold(case_id, known.entries, as_of=as_of)
     home = deps.access.home_agency
-    attempts = await _attempts_of(deps, case_id, claims.user_id, as_of)
+    by_agency = await _attempts_of(deps, case_id, claims.user_id, home, as_of)
+    # U is a subject of one agency: another agency's staff of the same name are someone else,
+    # whose attempts and emergency accesses are not U's. Without an agency in the request,
+    # U's is the agency of U's latest attempt, else the home agency.
+    agency = claims.agency or next(reversed(by_agency), home)
+    attempts = by_agency.get(agency, _Attempts())
     if claims.role is None and attempts.latest is None:
         # Tells that the user had not read the case by then: released before it is said.
         await _release(deps, answer, reviewer, viewer, case_id, allowed, [], [])
-    user, entitlement = _entitlement(claims, known.opened, attempts.latest, facts, home, as_of)
+    opened = known.opened.get(agency)
+    user, entitlement = _entitlement(claims, opened, attempts.latest, facts, home, as_of)
 
     state = await _state(deps, case_id, as_of) if entitlement.allowed else None
     message = rendering.render(state or fold(case_id, [], TimeBasis.RECORDED))
@@ -193,7 +200,7 @@ async def case_as_seen(
         entitlement,
         withheld_sections,
         withheld_fields,
-        attempts.reads,
+        list(attempts.reads),
         attempts.reads_total,
     )
 
@@ -251,8 +258,8 @@ class _Known:
     events: int
     entries: list[policy_facts.Entry]
     """The policy's fact entries of the case's events."""
-    opened: EmergencyAccessOpened | None
-    """The latest emergency access U opened."""
+    opened: dict[str, EmergencyAccessOpened]
+    """The latest emergency access U opened, by the agency U opened it as."""
 
 
 def _of_case(page: Sequence[RecordedEvent]) -> list[RecordedEvent]:
@@ -263,7 +270,7 @@ def _of_case(page: Sequence[RecordedEvent]) -> list[RecordedEvent]:
 async def _known(deps: AuditDeps, case_id: str, user_id: str, as_of: datetime) -> _Known:
     events = 0
     entries: list[policy_facts.Entry] = []
-    opened: EmergencyAccessOpened | None = None
+    opened: dict[str, EmergencyAccessOpened] = {}
     query = replace(_OWN, as_of=as_of)
     async for page in case_pages(deps, case_id, query, EXPORT_PAGE):
         for recorded in _of_case(page):
@@ -272,7 +279,7 @@ async def _known(deps: AuditDeps, case_id: str, user_id: str, as_of: datetime) -
                 entries.append(entry)
             event = recorded.event
             if isinstance(event, EmergencyAccessOpened) and event.grantee_id == user_id:
-                opened = event
+                opened[event.grantee_agency_id] = event
     return _Known(events, entries, opened)
 
 
@@ -285,19 +292,21 @@ async def _state(deps: AuditDeps, case_id: str, as_of: datetime) -> CaseState:
     return folding.state()
 
 
-async def _attempts_of(deps: AuditDeps, case_id: str, user_id: str, as_of: datetime) -> _Attempts:
+async def _attempts_of(
+    deps: AuditDeps, case_id: str, user_id: str, home_agency: str, as_of: datetime
+) -> dict[str, _Attempts]:
     """``user_id``'s latest attempt on the case (read or refused) and latest reads as recorded
-    up to ``as_of``, from the timeline's index (filtered there on the recorder, who is the
-    reader: ``AccessControl`` records with its principal as the actor)."""
+    up to ``as_of``, by the agency they were made as (an access recorded with none: the home
+    agency's), the agency of the latest attempt last; from the timeline's index (filtered
+    there on the recorder, who is the reader: ``AccessControl`` records with its principal as
+    the actor)."""
     query = TimelineQuery(
         TimeBasis.RECORDED,
         as_of=as_of,
         event_types=frozenset({RecordAccessed.event_type, RecordAccessDenied.event_type}),
         actor_id=user_id,
     )
-    latest: RecordAccessed | RecordAccessDenied | None = None
-    reads: deque[RecordedEvent] = deque(maxlen=READS_SHOWN)
-    total = 0
+    by_agency: dict[str, _Attempts] = {}
     async for page in case_pages(deps, case_id, query, READS_PAGE):
         for recorded in page:
             event = recorded.event
@@ -305,11 +314,14 @@ async def _attempts_of(deps: AuditDeps, case_id: str, user_id: str, as_of: datet
                 continue
             if event.accessor_id != user_id:
                 continue
-            latest = event
+            agency = event.accessor_agency_id or home_agency
+            attempts = by_agency.pop(agency, None) or _Attempts()
+            by_agency[agency] = attempts  # last: the agency of the latest attempt
+            attempts.latest = event
             if isinstance(event, RecordAccessed):
-                reads.append(recorded)
-                total += 1
-    return _Attempts(latest, list(reads), total)
+                attempts.reads.append(recorded)
+                attempts.reads_total += 1
+    return by_agency
 
 
 def _entitlement(

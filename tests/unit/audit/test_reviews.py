@@ -615,6 +615,37 @@ async def test_the_as_seen_answer_lists_the_latest_reads_and_says_how_many_there
     assert "role=access_event" in everything.user.derived_from
 
 
+async def test_a_namesake_at_another_agency_is_someone_else(
+    audit: audit_pb2_grpc.AuditServiceAsyncStub, read_models: SqliteReadModelStore
+) -> None:
+    """A subject is an agency's: another agency's supervisor named worker-ana, reading the case
+    after the home agency's worker-ana, made none of U's attempts. Before, U's role came from
+    the namesake's latest read and the namesake's reads were counted as U's."""
+    access = coordination()
+    access.stream = f"access-{CASE}"
+    access.sequence = 100
+    handler = BusProjectionHandler(read_models, TimelineProjection(), service="audit")
+    elsewhere = read_by(
+        WORKER, Role.SUPERVISOR, "westside-dss", AccessPurpose.SUPERVISION, "team-supervisor"
+    )
+    await handler(
+        access.record(
+            elsewhere, occurred_at=T0 + 3 * DAY + HOUR, actor=Actor(WORKER, Role.SUPERVISOR)
+        )
+    )
+
+    home = await audit.GetCaseAsSeen(seen_as(WORKER, T0 + 4 * DAY, user_agency_id=HOME))
+    namesake = await audit.GetCaseAsSeen(seen_as(WORKER, T0 + 4 * DAY))
+
+    assert (home.user.role, home.user.agency_id, home.reads_total) == ("social_worker", HOME, 1)
+    assert "role=access_event" in home.user.derived_from
+    assert home.reads[0].recorded_at.ToDatetime(UTC) < T0 + 3 * DAY + HOUR
+    # Without an agency in the request, U is who made the latest attempt: the namesake.
+    assert (namesake.user.role, namesake.user.agency_id) == ("supervisor", "westside-dss")
+    assert namesake.reads_total == 1
+    assert namesake.reads[0].recorded_at.ToDatetime(UTC) == T0 + 3 * DAY + HOUR
+
+
 async def test_the_reviews_never_read_the_whole_case(
     audit: audit_pb2_grpc.AuditServiceAsyncStub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
