@@ -9,7 +9,6 @@ from casetrail_platform.commands import NotFound, RuleBroken
 from casetrail_platform.decide import folded
 from casetrail_platform.policy.redaction import is_sensitive_code
 from events.catalog.values import NeedCategory
-from events.envelope import Actor
 from services.coordination.adapters import read_models as views
 from services.coordination.app.handlers.running import Dependencies, client_schedule
 from services.coordination.domain.agency import BudgetLine, Program, Worker
@@ -17,7 +16,6 @@ from services.coordination.domain.assignment import fit_refusals, open_needs
 from services.coordination.domain.budget import BUDGET_LINE, BudgetLineState
 from services.coordination.domain.case import CaseState, case_state
 from services.coordination.domain.facts import CaseFacts, budget_stream, case_stream
-from services.coordination.domain.permissions import Action, require_role
 from services.coordination.domain.schedule import Service, ServiceStatus
 
 
@@ -102,8 +100,9 @@ async def schedule_of_client(
     )
 
 
-async def workers(deps: Dependencies, actor: Actor) -> list[WorkerLoad]:
-    require_role(actor.role, Action.READ)
+async def workers(deps: Dependencies) -> list[WorkerLoad]:
+    """The agency's staff with their caseloads; who may ask is decided (and a refusal recorded)
+    by the entrypoint before this looks anything up."""
     return await _loads(deps)
 
 
@@ -142,13 +141,6 @@ async def _loads(deps: Dependencies) -> list[WorkerLoad]:
     return [WorkerLoad(worker, loads.get(worker.worker_id, 0)) for worker in deps.agency.workers]
 
 
-async def budget_line(
-    deps: Dependencies, actor: Actor, line_id: str, listed: int
-) -> tuple[BudgetLine, BudgetLineState]:
-    require_role(actor.role, Action.READ)
-    return await budget_line_state(deps, line_id, listed)
-
-
 async def budget_line_state(
     deps: Dependencies, line_id: str, listed: int = 0
 ) -> tuple[BudgetLine, BudgetLineState]:
@@ -160,6 +152,6 @@ async def budget_line_state(
         return line, state.state.newest(listed)
 
 
-def programs(deps: Dependencies, actor: Actor) -> tuple[Program, ...]:
-    require_role(actor.role, Action.READ)
+def programs(deps: Dependencies) -> tuple[Program, ...]:
+    """The agency's programmes; who may ask is decided as for ``workers``."""
     return deps.agency.programs

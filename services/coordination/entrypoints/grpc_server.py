@@ -109,8 +109,10 @@ WORKERS = "workers"
 PROGRAMS = "programs"
 """Where a refused ``ListPrograms`` is recorded (the agency's programmes: no case)."""
 ROLE_NOT_ALLOWED = refusal("role-not-allowed")
-"""Coordination's own refusal of a role the policy would let read the case but that may not see
-the agency's staff (SuggestWorkers), in the policy's words so that it is recorded alike."""
+"""Coordination's own refusal of a role that may not read its records of the agency (its staff,
+for SuggestWorkers and ListWorkers, whatever the policy would let read of the case; its
+programmes; its budget lines: ``permissions.Action.READ``), in the policy's words so that it
+is recorded alike."""
 
 
 class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
@@ -165,7 +167,21 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
         if staff_only:
             await self._access.require_agency_reader(principal, action, purpose, subject)
         await self._access.require_role(principal, action, purpose, subject)
-        if staff_only and not permissions.allows(principal.role, permissions.Action.READ):
+        if staff_only:
+            await self._require_coordination_reader(principal, purpose, action, subject)
+
+    async def _require_coordination_reader(
+        self,
+        principal: Principal,
+        purpose: AccessPurpose,
+        action: PolicyAction,
+        subject: str,
+    ) -> None:
+        """Refuse ``ROLE_NOT_ALLOWED``, recorded under ``subject``, a role coordination does
+        not show its records to (``permissions.Action.READ``: the agency's staff, programmes
+        and budget lines), before anything is read: a refusal by role is on the record as the
+        policy's are."""
+        if not permissions.allows(principal.role, permissions.Action.READ):
             await self._access.refuse(principal, action, purpose, subject, ROLE_NOT_ALLOWED)
 
     # -- assignment -------------------------------------------------------------------------
@@ -267,7 +283,10 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
         await self._access.require_agency_reader(
             principal, PolicyAction.READ_AGENCY, reader.purpose, WORKERS
         )
-        loads = await queries.workers(self._deps, reader.actor)
+        await self._require_coordination_reader(
+            principal, reader.purpose, PolicyAction.READ_AGENCY, WORKERS
+        )
+        loads = await queries.workers(self._deps)
         return pb.ListWorkersResponse(
             workers=[convert.worker(load.worker, load.caseload) for load in loads]
         )
@@ -531,7 +550,10 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
         await self._access.require_agency_reader(
             principal, PolicyAction.READ_AGENCY, reader.purpose, PROGRAMS
         )
-        programs = queries.programs(self._deps, reader.actor)
+        await self._require_coordination_reader(
+            principal, reader.purpose, PolicyAction.READ_AGENCY, PROGRAMS
+        )
+        programs = queries.programs(self._deps)
         return pb.ListProgramsResponse(programs=[convert.program(p) for p in programs])
 
     # -- funding ----------------------------------------------------------------------------
@@ -581,8 +603,8 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
         await self._require_reader(
             principal, reader.purpose, PolicyAction.READ_CASE, BUDGET_LINE, staff_only=True
         )
-        line, state = await queries.budget_line(
-            self._deps, reader.actor, line_id, convert.RESERVATIONS_LISTED
+        line, state = await queries.budget_line_state(
+            self._deps, line_id, convert.RESERVATIONS_LISTED
         )
         answer = convert.budget_line(line, state)
         # Each reservation names its case, service and amount: case content, read case by case.

@@ -14,6 +14,7 @@ import pytest
 
 from casetrail.common.v1 import common_pb2
 from casetrail.coordination.v1 import coordination_pb2 as pb
+from casetrail_platform.policy.home_agency import DEFAULT_HOME_AGENCY
 from casetrail_platform.policy.vocabulary import Action
 from cli.rpc import Person
 from events.catalog.access import RecordAccessDenied
@@ -137,3 +138,37 @@ async def test_a_partner_agency_is_still_refused_by_its_role(stub: Stub) -> None
     )
     refusal = await refused(stub.ListWorkers(pb.ListWorkersRequest(context=partner)))
     assert (refusal.code, refusal.rule) == (grpc.StatusCode.PERMISSION_DENIED, "ROLE_NOT_ALLOWED")
+
+
+@pytest.mark.parametrize("name", list(READS))
+@pytest.mark.parametrize(
+    ("role", "agency"),
+    [
+        # Another agency's partner, which the agency's check lets through to the role's.
+        ("partner_agency", ELSEWHERE),
+        ("receptionist", DEFAULT_HOME_AGENCY),
+        ("client", DEFAULT_HOME_AGENCY),
+    ],
+)
+async def test_a_role_refused_the_agencys_own_records_is_refused_on_the_record(
+    stub: Stub, deps: Dependencies, name: str, role: str, agency: str
+) -> None:
+    """Refused by role before anything is read, and recorded as a refusal by the policy is:
+    ListWorkers and ListPrograms refused these roles with nothing recorded (GetBudgetLine
+    recorded them)."""
+    ask, _, _, subject, action = READS[name]
+    context = acting(
+        Person(f"{role}-1", role, agency=agency), common_pb2.QueryContext(purpose="coordination")
+    )
+
+    refusal = await refused(ask(stub, context))
+
+    assert (refusal.code, refusal.rule) == (grpc.StatusCode.PERMISSION_DENIED, "ROLE_NOT_ALLOWED")
+    [denied] = await _denied_after(deps, 0)
+    assert (denied.case_id, denied.action, denied.rule, denied.purpose) == (
+        subject,
+        action.value,
+        "role-not-allowed",
+        "coordination",
+    )
+    assert (denied.accessor_id, denied.accessor_agency_id) == (f"{role}-1", agency)
