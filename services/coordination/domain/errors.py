@@ -228,22 +228,36 @@ def schedule_conflict(
     other_kind: str,
     other_starts_at: datetime,
     other_ends_at: datetime,
+    *,
+    shown: bool,
 ) -> RuleBroken:
     """The slot of the command on ``case_id`` overlaps another service of the client's.
 
+    ``shown``: whether the caller's own ``GetClientSchedule`` lists that service
+    (``ScheduleShown``). If not, the refusal tells no more than that the slot overlaps one
+    (which no answer can leave out: the booking is refused), not the slot it holds: a time
+    their schedule lists nothing at could only be a service withheld from them, an
+    addiction-counseling one for a reader not entitled to sensitive values.
+
     One of the same case is named (its id, kind and times): the caller was let act on the case.
     One of the client's other cases is told as the slot it holds only, enough to choose another
-    time: the caller may not be entitled to that case, and a refusal is no read the access
-    policy decided and recorded, so neither its case, its service nor its kind is named (whoever
-    may read it finds it in GetClientSchedule). A service of the same case whose kind is special
-    data (``addiction_counseling``, which not everyone on the case may see) is told in those
-    same words: named, or told apart, it would say its kind, as its absence from the schedule
-    of a reader not entitled to it would (``policy.redaction``)."""
+    time: a refusal is no read the access policy decided and recorded, so neither its case, its
+    service nor its kind is named (whoever may read it finds it in GetClientSchedule). A service
+    of the same case whose kind is special data (``addiction_counseling``, which not everyone on
+    the case may see) is told in those same words, to a caller shown it: named, or told apart,
+    it would say its kind in the refusal's text, which reaches logs and proxies."""
+    asked = f"{_kind_named(kind)} from {starts_at.isoformat()} to {ends_at.isoformat()}"
+    if not shown:
+        return RuleBroken(
+            SCHEDULE_CONFLICT,
+            f"{asked} overlaps another of the client's services, one you are not shown; the"
+            " client cannot attend both, choose another time",
+            subject=f"case/{case_id}",
+        )
     slot = {
         "conflicting_starts_at": other_starts_at.isoformat(),
         "conflicting_ends_at": other_ends_at.isoformat(),
     }
-    asked = f"{_kind_named(kind)} from {starts_at.isoformat()} to {ends_at.isoformat()}"
     held = f"from {other_starts_at.isoformat()} to {other_ends_at.isoformat()}"
     if other_case_id != case_id or is_sensitive_code(other_kind):
         return RuleBroken(

@@ -9,6 +9,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from casetrail_platform.folded import Fold
+from casetrail_platform.policy.redaction import is_sensitive_code
 from events.catalog.scheduling import (
     ServiceCancelled,
     ServiceDelivered,
@@ -52,6 +53,22 @@ class Service:
     def overlaps(self, starts_at: datetime, ends_at: datetime) -> bool:
         """Half-open slots: one service may start the moment another ends."""
         return starts_at < self.ends_at and self.starts_at < ends_at
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleShown:
+    """Which of the client's services a caller is shown, by the rule ``GetClientSchedule``'s
+    redaction follows: those of the cases the access policy lets them read (``readable``), of a
+    special-data kind (addiction counseling) only those of the cases it shows them sensitive
+    values of (``sensitive``). Nothing by default."""
+
+    readable: frozenset[str] = frozenset()
+    sensitive: frozenset[str] = frozenset()
+
+    def shows(self, service: Service) -> bool:
+        if service.case_id not in self.readable:
+            return False
+        return service.case_id in self.sensitive or not is_sensitive_code(service.kind.value)
 
 
 @dataclass(slots=True)

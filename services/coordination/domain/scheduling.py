@@ -44,7 +44,7 @@ from services.coordination.domain.facts import (
     check_not_while_closed,
 )
 from services.coordination.domain.permissions import require_own_provider
-from services.coordination.domain.schedule import Schedule, Service, ServiceStatus
+from services.coordination.domain.schedule import Schedule, ScheduleShown, Service, ServiceStatus
 
 CLOSURE_REASON = "the case was closed"
 REFERRAL_ENDED_REASON = "the referral it came from ended (declined, completed or withdrawn)"
@@ -76,10 +76,13 @@ def decide_schedule(
     service_id: str,
     consented: Mapping[str, frozenset[SensitiveCategory]],
     occurred_at: datetime | None = None,
+    *,
+    shown: ScheduleShown,
 ) -> list[CaseEvent]:
     """``consented``: the sensitive categories each consent in force names, by consent id (read
     only for a service of a kind that tells of one, booked from a referral). ``occurred_at``:
-    the command's moment (stated, else now), checked as new work's (``check_new_work``)."""
+    the command's moment (stated, else now), checked as new work's (``check_new_work``).
+    ``shown``: the services the caller is shown, the only ones a conflict tells the slot of."""
     check_new_work(facts, occurred_at)
     check_not_before_opening(facts, command.starts_at, "starts_at")
     check_not_while_closed(facts, command.starts_at)
@@ -104,7 +107,13 @@ def decide_schedule(
             )
         _require_kind_consented(facts.case_id, referral, command.kind, consented)
     _require_free(
-        schedule, facts.case_id, command.kind.value, command.starts_at, command.ends_at, None
+        schedule,
+        facts.case_id,
+        command.kind.value,
+        command.starts_at,
+        command.ends_at,
+        None,
+        shown,
     )
     return [
         ServiceScheduled(
@@ -147,10 +156,12 @@ def decide_reschedule(
     case: CaseState,
     command: RescheduleService,
     occurred_at: datetime | None = None,
+    *,
+    shown: ScheduleShown,
 ) -> list[CaseEvent]:
     """``occurred_at``: the command's moment (stated, else now), checked as new work's
     (``check_new_work``) and not before the service was scheduled or last moved (as for a
-    cancellation and a delivery)."""
+    cancellation and a delivery). ``shown``: as for ``decide_schedule``."""
     check_new_work(facts, occurred_at)
     check_not_before_opening(facts, command.starts_at, "starts_at")
     check_not_while_closed(facts, command.starts_at)
@@ -174,6 +185,7 @@ def decide_reschedule(
         command.starts_at,
         command.ends_at,
         service.service_id,
+        shown,
     )
     return [
         ServiceRescheduled(
@@ -234,12 +246,16 @@ def decide_delivered(
     now: datetime,
     acting_for: str | None,
     occurred_at: datetime | None = None,
+    *,
+    shown: ScheduleShown,
 ) -> list[CaseEvent]:
     """A delivery is a fact about the past: it cannot end after the server's ``now`` (give or
     take ``OCCURRED_AT_CLOCK_SKEW``, the drift a command's own moment is allowed), nor start
     after the case's closure (a visit made before the closure may still be written up), nor
     in a time it was closed before a reopening.
-    ``acting_for``: the partner agency of the verified caller, which must provide it."""
+    ``acting_for``: the partner agency of the verified caller, which must provide it.
+    ``shown``: as for ``decide_schedule`` (for the agency's staff; a partner is told of no
+    other service)."""
     service = _scheduled(schedule, command.case_id, command.service_id, acting_for)
     require_not_before(occurred_at, service.last_change, service.changed_at)
     check_not_before_opening(facts, command.starts_at, "starts_at")
@@ -263,6 +279,7 @@ def decide_delivered(
             command.starts_at,
             command.ends_at,
             service.service_id,
+            shown,
         )
     elif schedule.conflict(command.starts_at, command.ends_at, service.service_id) is not None:
         # A partner sees only its referrals' services: the other one is not named to it.
@@ -376,9 +393,11 @@ def _require_free(
     starts_at: datetime,
     ends_at: datetime,
     ignore: str | None,
+    shown: ScheduleShown,
 ) -> None:
     """``case_id``: the case the command is about (a conflict with another case's service
-    names none of it)."""
+    names none of it); ``shown``: the services the caller is shown, whose slot alone a
+    conflict tells (``errors.schedule_conflict``)."""
     other = schedule.conflict(starts_at, ends_at, ignore)
     if other is not None:
         raise errors.schedule_conflict(
@@ -391,4 +410,5 @@ def _require_free(
             other.kind.value,
             other.starts_at,
             other.ends_at,
+            shown=shown.shows(other),
         )

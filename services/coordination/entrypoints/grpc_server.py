@@ -355,8 +355,11 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
     async def ScheduleService(
         self, request: pb.ScheduleServiceRequest, context: Context
     ) -> pb.ScheduleServiceResponse:
-        ctx, command = self._parse(principal_of(context), request, commands.ScheduleService)
-        recorded = await scheduling.schedule_service(self._deps, ctx, command, self._access)
+        principal = principal_of(context)
+        ctx, command = self._parse(principal, request, commands.ScheduleService)
+        recorded = await scheduling.schedule_service(
+            self._deps, ctx, command, principal, self._access
+        )
         # No client_id (left empty): the client's id is client data, and a command's answer
         # records no access; the caller named the case, and reads of it tell the client.
         return pb.ScheduleServiceResponse(
@@ -369,8 +372,11 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
     async def RescheduleService(
         self, request: pb.RescheduleServiceRequest, context: Context
     ) -> pb.RescheduleServiceResponse:
-        ctx, command = self._parse(principal_of(context), request, commands.RescheduleService)
-        recorded = await scheduling.reschedule_service(self._deps, ctx, command)
+        principal = principal_of(context)
+        ctx, command = self._parse(principal, request, commands.RescheduleService)
+        recorded = await scheduling.reschedule_service(
+            self._deps, ctx, command, principal, self._access
+        )
         return pb.RescheduleServiceResponse(result=convert.result(command.case_id, recorded))
 
     @override
@@ -391,7 +397,7 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
         principal = principal_of(context)
         ctx, command = self._parse(principal, request, commands.RecordServiceDelivered)
         recorded = await scheduling.record_service_delivered(
-            self._deps, ctx, command, acting_for(principal)
+            self._deps, ctx, command, principal, self._access, acting_for(principal)
         )
         return pb.RecordServiceDeliveredResponse(result=convert.result(command.case_id, recorded))
 

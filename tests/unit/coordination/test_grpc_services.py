@@ -20,6 +20,7 @@ from tests.unit.coordination.rpc import (
     schedule_request,
 )
 from tests.unit.coordination.support import (
+    CASE_MANAGER,
     OPENED,
     IntakeFeed,
     Refusal,
@@ -197,8 +198,14 @@ async def test_services_clash_across_all_the_clients_cases(
     refusal = await refused(stub.ScheduleService(counseling))
     assert refusal.code is grpc.StatusCode.FAILED_PRECONDITION
     assert refusal.rule == "SCHEDULE_CONFLICT"
-    # Of another case, which the caller may not be entitled to: the slot it holds, enough to
-    # choose another time, and nothing that names that case, its service or its kind.
+    # Of another case the access policy does not let the caller read (its facts know of no
+    # worker on case-1): not even the slot, which their schedule does not show them either.
+    assert refusal.metadata == {"subject": "case/case-2"}
+    assert "one you are not shown" in refusal.message
+    # Of another case they may read: the slot it holds, enough to choose another time, and
+    # nothing that names that case, its service or its kind (a refusal is no read recorded).
+    await intake.policy_told_assigned("case-1", CASE_MANAGER, "team-east")
+    refusal = await refused(stub.ScheduleService(counseling))
     assert refusal.metadata == {
         "subject": "case/case-2",
         "conflicting_starts_at": "2026-03-03T10:00:00+00:00",
@@ -412,6 +419,8 @@ async def test_a_clash_never_names_a_sensitive_kind(
     # use, and a refusal is no read the access policy decided and recorded.
     await intake.open_case("case-1", "client-1", [NeedCategory.SUBSTANCE_USE, *NEEDS])
     await carried_by(store, "case-1")
+    # The case's worker, whom the policy shows the case's sensitive values.
+    await intake.policy_told_assigned("case-1", CASE_MANAGER, "team-east")
     counseling = await stub.ScheduleService(
         schedule_request("case-1", "addiction_counseling", TUESDAY_10, provider=COUNSELING_CENTRE)
     )
@@ -421,8 +430,8 @@ async def test_a_clash_never_names_a_sensitive_kind(
         )
     )
     assert refusal.rule == "SCHEDULE_CONFLICT"
-    # Told as another case's service is (the slot only): named, it would be missing from the
-    # schedule of a reader not entitled to its kind, and so say which kind it is.
+    # Told as another case's service is (the slot only): named, its kind would be in the
+    # refusal's text, which reaches logs and proxies.
     assert refusal.metadata == {
         "subject": "case/case-1",
         "conflicting_starts_at": TUESDAY_10.isoformat(),
@@ -431,6 +440,73 @@ async def test_a_clash_never_names_a_sensitive_kind(
     assert counseling.service_id not in refusal.message
     assert "addiction" not in refusal.message
     assert "overlaps another of the client's services, from" in refusal.message
+
+
+async def test_a_clash_tells_no_slot_of_a_service_withheld_from_the_caller(
+    stub: Stub, intake: IntakeFeed, store: SqliteEventStore
+) -> None:
+    # A coordinator reads every case of the agency without its special data: their schedule
+    # lists no addiction counseling, so a slot told in a refusal where it lists nothing could
+    # only be that. They learn that the time overlaps a service (the booking is refused), not
+    # when that service is.
+    await intake.open_case("case-1", "client-1", [NeedCategory.SUBSTANCE_USE, *NEEDS])
+    await carried_by(store, "case-1")
+    await intake.policy_told_assigned("case-1", CASE_MANAGER, "team-east")
+    counseling = await stub.ScheduleService(
+        schedule_request("case-1", "addiction_counseling", TUESDAY_10, provider=COUNSELING_CENTRE)
+    )
+    later = TUESDAY_10 + timedelta(hours=3)
+    care = await stub.ScheduleService(
+        schedule_request("case-1", "home_care", later, provider=HOME_CARE_CO)
+    )
+    schedule = await stub.GetClientSchedule(
+        pb.GetClientScheduleRequest(context=query_context(), client_id="client-1")
+    )
+    assert [s.service_id for s in schedule.services] == [care.service_id]
+
+    half_past = TUESDAY_10 + timedelta(minutes=30)
+    starts_at, ends_at = timestamp(half_past), timestamp(half_past + timedelta(hours=1))
+    as_coordinator = [
+        stub.ScheduleService(
+            schedule_request(
+                "case-1", "physical_therapy", half_past, provider=PT_CLINIC, role="coordinator"
+            )
+        ),
+        stub.RescheduleService(
+            pb.RescheduleServiceRequest(
+                context=command_context("coordinator"),
+                case_id="case-1",
+                service_id=care.service_id,
+                reason="earlier",
+                starts_at=starts_at,
+                ends_at=ends_at,
+            )
+        ),
+        # Recorded as given at a time the coordinator's schedule shows free.
+        stub.RecordServiceDelivered(
+            pb.RecordServiceDeliveredRequest(
+                context=command_context("coordinator"),
+                case_id="case-1",
+                service_id=care.service_id,
+                starts_at=starts_at,
+                ends_at=ends_at,
+            )
+        ),
+    ]
+    for call in as_coordinator:
+        refusal = await refused(call)
+        assert (refusal.rule, refusal.metadata) == ("SCHEDULE_CONFLICT", {"subject": "case/case-1"})
+        shown = [refusal.message, *map(str, refusal.details)]
+        assert not [text for text in shown if TUESDAY_10.isoformat() in text], shown
+        assert counseling.service_id not in refusal.message
+        assert "overlaps another of the client's services, one you are not shown" in (
+            refusal.message
+        )
+    # The case's worker, shown the service in their schedule, is told its slot.
+    refusal = await refused(
+        stub.ScheduleService(schedule_request("case-1", "physical_therapy", half_past))
+    )
+    assert refusal.metadata["conflicting_starts_at"] == TUESDAY_10.isoformat()
 
 
 async def test_a_clash_never_names_the_sensitive_kind_asked_either(

@@ -35,7 +35,7 @@ from services.coordination.domain.case import CaseState, Referral, ReferralStatu
 from services.coordination.domain.commands import RescheduleService, WithdrawReferral
 from services.coordination.domain.facts import CaseFacts, schedule_stream
 from services.coordination.domain.referrals import decide_closure_withdrawals, decide_withdrawal
-from services.coordination.domain.schedule import Schedule, Service
+from services.coordination.domain.schedule import Schedule, ScheduleShown, Service
 from services.coordination.domain.scheduling import REFERRAL_ENDED_REASON, decide_reschedule
 from services.coordination.entrypoints.grpc_server import SERVICE_NAME, CoordinationServicer
 from tests.support.grpc import serving
@@ -342,19 +342,23 @@ def test_a_service_of_a_referral_that_ended_is_not_moved_past_its_end(
     facts = CaseFacts("case-1", "client-1", (NeedCategory.COUNSELING,))
     for starts_at in (ENDED, ENDED + timedelta(days=7)):
         with pytest.raises(RuleBroken) as refusal:
-            decide_reschedule(schedule, facts, case, _moved_to(starts_at))
+            decide_reschedule(schedule, facts, case, _moved_to(starts_at), shown=ScheduleShown())
         assert refusal.value.rule == errors.REFERRAL_NOT_USABLE
         details = refusal.value.details
         assert (details["status"], details["ended_at"]) == (status.value, ENDED.isoformat())
     # Before the end it may still move (to when it took place, say).
-    assert decide_reschedule(schedule, facts, case, _moved_to(ENDED - timedelta(hours=1)))
+    assert decide_reschedule(
+        schedule, facts, case, _moved_to(ENDED - timedelta(hours=1)), shown=ScheduleShown()
+    )
 
 
 @pytest.mark.parametrize("status", [ReferralStatus.PENDING, ReferralStatus.ACCEPTED])
 def test_a_service_of_a_running_referral_moves_anywhere(status: ReferralStatus) -> None:
     schedule, case = _left_scheduled(status)
     facts = CaseFacts("case-1", "client-1", (NeedCategory.COUNSELING,))
-    assert decide_reschedule(schedule, facts, case, _moved_to(ENDED + timedelta(days=7)))
+    assert decide_reschedule(
+        schedule, facts, case, _moved_to(ENDED + timedelta(days=7)), shown=ScheduleShown()
+    )
 
 
 def _withdrawal(referral_id: str, role: str = "coordinator", **fields: str) -> object:

@@ -3,13 +3,15 @@ case's stream (``CaseCarrier``)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
 from casetrail_platform.commands import CommandContext, derived_id
+from casetrail_platform.identity.principal import Principal
 from casetrail_platform.policy.guard import AccessControl
 from casetrail_platform.policy.redaction import category_revealed
-from events.catalog.access import SensitiveCategory
+from casetrail_platform.policy.vocabulary import Action as PolicyAction
+from events.catalog.access import AccessPurpose, SensitiveCategory
 from events.catalog.base import CaseEvent
 from services.coordination.adapters import read_models as views
 from services.coordination.app.handlers.carriers import CaseCarrier, carried_case
@@ -32,7 +34,7 @@ from services.coordination.domain.commands import (
 )
 from services.coordination.domain.facts import CaseFacts, schedule_stream
 from services.coordination.domain.permissions import Action, require_role
-from services.coordination.domain.schedule import SCHEDULE, Schedule
+from services.coordination.domain.schedule import SCHEDULE, Schedule, ScheduleShown
 from services.coordination.domain.scheduling import (
     check_service_window,
     decide_cancel,
@@ -42,10 +44,19 @@ from services.coordination.domain.scheduling import (
     provided_service,
 )
 
+ShownTo = Callable[[CaseFacts], Awaitable[ScheduleShown]]
+"""What of the schedule of the case's client the caller is shown (``schedule_shown``)."""
+
 
 async def schedule_service(
-    deps: Dependencies, context: CommandContext, command: ScheduleService, access: AccessControl
+    deps: Dependencies,
+    context: CommandContext,
+    command: ScheduleService,
+    principal: Principal,
+    access: AccessControl,
 ) -> Recorded:
+    """``principal``: the verified caller, told of a service their slot overlaps as their own
+    ``GetClientSchedule`` shows it (``schedule_shown``)."""
     if (earlier := await earlier_answer(deps, context)) is not None:
         return earlier
     check_service_window(command.starts_at, command.ends_at, context.moment())
@@ -59,9 +70,17 @@ async def schedule_service(
             context,
             Action.SCHEDULE_SERVICE,
             command.case_id,
-            lambda schedule, facts, case: decide_schedule(
-                schedule, facts, case, command, service_id, consented, context.moment()
+            lambda schedule, facts, case, shown: decide_schedule(
+                schedule,
+                facts,
+                case,
+                command,
+                service_id,
+                consented,
+                context.moment(),
+                shown=shown,
             ),
+            _shown_to(deps, principal, access),
         )
 
 
@@ -80,8 +99,13 @@ async def _consented(
 
 
 async def reschedule_service(
-    deps: Dependencies, context: CommandContext, command: RescheduleService
+    deps: Dependencies,
+    context: CommandContext,
+    command: RescheduleService,
+    principal: Principal,
+    access: AccessControl,
 ) -> Recorded:
+    """``principal``: as for ``schedule_service``."""
     if (earlier := await earlier_answer(deps, context)) is not None:
         return earlier
     check_service_window(command.starts_at, command.ends_at, context.moment())
@@ -95,9 +119,10 @@ async def reschedule_service(
             context,
             Action.SCHEDULE_SERVICE,
             command.case_id,
-            lambda schedule, facts, case: decide_reschedule(
-                schedule, facts, case, command, context.moment()
+            lambda schedule, facts, case, shown: decide_reschedule(
+                schedule, facts, case, command, context.moment(), shown=shown
             ),
+            _shown_to(deps, principal, access),
         )
 
 
@@ -119,7 +144,7 @@ async def cancel_service(
             context,
             Action.CANCEL_SERVICE,
             command.case_id,
-            lambda schedule, _facts, _case: decide_cancel(
+            lambda schedule, _facts, _case, _shown: decide_cancel(
                 schedule, command, acting_for, context.moment()
             ),
         )
@@ -129,8 +154,12 @@ async def record_service_delivered(
     deps: Dependencies,
     context: CommandContext,
     command: RecordServiceDelivered,
+    principal: Principal,
+    access: AccessControl,
     acting_for: str | None,
 ) -> Recorded:
+    """``principal``: as for ``schedule_service`` (a partner agency, ``acting_for``, is told of
+    no other service, ``decide_delivered``)."""
     if (earlier := await earlier_answer(deps, context)) is not None:
         return earlier
     check_service_window(command.starts_at, command.ends_at, context.moment())
@@ -142,9 +171,16 @@ async def record_service_delivered(
         context,
         Action.RECORD_DELIVERY,
         command.case_id,
-        lambda schedule, facts, _case: decide_delivered(
-            schedule, facts, command, datetime.now(UTC), acting_for, context.moment()
+        lambda schedule, facts, _case, shown: decide_delivered(
+            schedule,
+            facts,
+            command,
+            datetime.now(UTC),
+            acting_for,
+            context.moment(),
+            shown=shown,
         ),
+        _shown_to(deps, principal, access) if acting_for is None else None,
     )
 
 
@@ -153,20 +189,55 @@ async def _on_the_schedule(
     context: CommandContext,
     action: Action,
     case_id: str,
-    decide: Callable[[Schedule, CaseFacts, CaseState], Sequence[CaseEvent]],
+    decide: Callable[[Schedule, CaseFacts, CaseState, ScheduleShown], Sequence[CaseEvent]],
+    shown_to: ShownTo | None = None,
 ) -> Recorded:
     """A command recorded on the client's schedule: ``decide`` on the schedule, the case's
-    facts and the case as ``CaseCarrier`` last read it, whose read guards the append (a
-    TransferCase committed in between makes the command read again)."""
+    facts, the case as ``CaseCarrier`` last read it, whose read guards the append (a
+    TransferCase committed in between makes the command read again), and what of the schedule
+    the caller is shown (``shown_to``; without it, nothing: a command that clashes with no
+    service, or a partner agency's)."""
     facts = await command_facts(deps, context, case_id)
+    shown = ScheduleShown() if shown_to is None else await shown_to(facts)
     carrier = CaseCarrier(deps.store, context, action, case_id)
     return await run_folded(
         deps,
         context,
         schedule_stream(facts.client_id),
         SCHEDULE,
-        lambda schedule: decide(schedule, facts, carrier.case),
+        lambda schedule: decide(schedule, facts, carrier.case, shown),
         guard=carrier.read,
+    )
+
+
+def _shown_to(deps: Dependencies, principal: Principal, access: AccessControl) -> ShownTo:
+    return lambda facts: schedule_shown(deps, principal, access, facts)
+
+
+async def schedule_shown(
+    deps: Dependencies, principal: Principal, access: AccessControl, facts: CaseFacts
+) -> ScheduleShown:
+    """What of the schedule of the client of ``facts``' case ``principal`` is shown, as their
+    ``GetClientSchedule`` would show it: each of the client's cases decided as a read for
+    coordination, as an assignment's answer is (``assignment.answer_decision``), in one read
+    of the policy's facts. The command's own case counts as read whatever those facts hold
+    yet: the caller was let act on it (on coordination's own record of who carries it), and a
+    conflict names its services of no special-data kind; of the others it tells the slot only
+    to a caller the policy shows the case's sensitive values."""
+    cases = await views.cases_of_client(deps.read_models, facts.client_id)
+    policy_facts = await access.cases_facts(cases)
+    decisions = {
+        case_id: access.decide(
+            principal, PolicyAction.READ_CASE, AccessPurpose.COORDINATION, policy_facts[case_id]
+        )
+        for case_id in cases
+    }
+    readable = {case_id for case_id, decision in decisions.items() if decision.allowed}
+    return ScheduleShown(
+        readable=frozenset({facts.case_id, *readable}),
+        sensitive=frozenset(
+            case_id for case_id, decision in decisions.items() if decision.sensitive
+        ),
     )
 
 
