@@ -26,7 +26,7 @@ from google.protobuf.json_format import MessageToDict
 
 from casetrail.intake.v1 import intake_pb2, intake_pb2_grpc
 from cli.audit import _credentials
-from cli.present import iso_minute, moment_of, short
+from cli.present import iso_minute, moment_of, short, shown
 from cli.rpc import answered, command, intake_stub, query
 
 OUTCOMES = ("justified", "not_justified", "escalated")
@@ -94,8 +94,11 @@ async def _open(options: argparse.Namespace) -> None:
     async with _intake(options) as intake:
         opened = await intake.OpenEmergencyAccess(request, metadata=_credentials(options))
     print(
-        f"emergency access {opened.emergency_access_id} to case {options.case_id}"
-        f" until {iso_minute(moment_of(opened.expires_at))} UTC: read it with --purpose emergency"
+        shown(
+            f"emergency access {opened.emergency_access_id} to case {options.case_id}"
+            f" until {iso_minute(moment_of(opened.expires_at))} UTC: read it with"
+            " --purpose emergency"
+        )
     )
 
 
@@ -140,12 +143,13 @@ def access_line(access: intake_pb2.EmergencyAccess) -> str:
     else:
         due = iso_minute(moment_of(access.review_due_at))
         state = f"OVERDUE since {due}" if access.overdue else f"review due {due}"
-    return (
+    access_shown = shown(
         f"{access.emergency_access_id}  case {short(access.case_id)}"
         f"  {access.grantee.user_id} ({access.grantee.role})"
         f"  {iso_minute(moment_of(access.opened_at))}-{iso_minute(moment_of(access.expires_at))}"
-        f"{closed}  {state}\n    reason: {access.reason}"
+        f"{closed}  {state}"
     )
+    return f"{access_shown}\n    reason: {shown(access.reason)}"
 
 
 async def _review(options: argparse.Namespace) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from casetrail.intake.v1 import intake_pb2
 from cli.audit import _credentials
+from cli.present import shown
 from cli.rpc import answered, command, intake_stub
 
 
@@ -61,6 +62,8 @@ async def _correct(options: argparse.Namespace) -> None:
     async with intake_stub(options.intake, Path(options.data_dir), options.timeout) as intake:
         corrected = await intake.CorrectClientDateOfBirth(request, metadata=_credentials(options))
     print(
-        f"client {options.client_id}: date of birth corrected"
-        f" (event {', '.join(corrected.result.event_ids)}, version {corrected.result.version})"
+        shown(
+            f"client {options.client_id}: date of birth corrected"
+            f" (event {', '.join(corrected.result.event_ids)}, version {corrected.result.version})"
+        )
     )

@@ -33,6 +33,7 @@ from casetrail_platform.bus.kafka_settings import (
     KafkaSettings,
     bootstrap_problem,
 )
+from cli.present import shown
 from events.cloudevents import KAFKA_HEADER_PREFIX
 
 REDACTED = "[redacted]"
@@ -108,7 +109,7 @@ async def _replay(settings: KafkaSettings, group: str) -> int:
         record = stored.record
         print(
             f"{record.topic}/{record.partition}@{record.offset} not replayed: unreadable"
-            f" ({stored.problem}); its partition's replay stops there",
+            f" ({shown(stored.problem)}); its partition's replay stops there",
             file=sys.stderr,
         )
     for letter in replay.truncated:
@@ -123,8 +124,8 @@ async def _replay(settings: KafkaSettings, group: str) -> int:
     if replay.refused is not None:
         letter, why = replay.refused
         print(
-            f"stopped: {letter.message.topic} refused {_event_id(letter)} ({why}); the letters"
-            " before it are replayed, run again once the cause is fixed",
+            f"stopped: {letter.message.topic} refused {_event_id(letter)} ({shown(why)});"
+            " the letters before it are replayed, run again once the cause is fixed",
             file=sys.stderr,
         )
     return 1 if replay.refused or replay.unreadable or replay.truncated else 0
@@ -149,17 +150,17 @@ def describe(stored: StoredDeadLetter) -> str:
         state = f"truncated from {letter.truncated_from} bytes, never replayed"
     where = f"{record.topic}/{record.partition}@{record.offset}"
     if letter is None:
-        return f"{where} [{state}] unreadable: {stored.problem}"
+        return f"{where} [{state}] unreadable: {shown(stored.problem)}"
     headers = dict(letter.message.headers)
     event_type = _text(headers.get(f"{KAFKA_HEADER_PREFIX}type"))
     original = letter.message
     return (
         f"{where} [{state}] {letter.reason.value} after {letter.attempts} attempt(s)"
-        f" ({letter.exception_type})\n"
+        f" ({shown(letter.exception_type)})\n"
         f"  event {_text(headers.get(f'{KAFKA_HEADER_PREFIX}id'))} {event_type}"
         f" subject {_text(headers.get(f'{KAFKA_HEADER_PREFIX}subject'))}"
         f" from {original.topic}/{original.partition}@{original.offset}\n"
-        f"  reason: {redact(letter.detail, event_type, original.value)}"
+        f"  reason: {shown(redact(letter.detail, event_type, original.value))}"
     )
 
 
@@ -215,4 +216,5 @@ def _json(value: bytes | None) -> Any:
 
 
 def _text(raw: bytes | None) -> str:
-    return "?" if raw is None else raw.decode(errors="replace")
+    """A header's value as shown (escaped: anyone who could publish wrote it)."""
+    return "?" if raw is None else shown(raw.decode(errors="replace"))

@@ -33,6 +33,7 @@ from casetrail_platform.keys.rotation import (
     rotate_kek,
 )
 from casetrail_platform.keys.sqlite import KEYS_FILE_NAME
+from cli.present import shown
 from cli.stores import postgres_dsn
 
 MAX_BATCH_SIZE = 100_000
@@ -159,7 +160,8 @@ def _status(table: DataKeyTable, kek: KeyEncryptionKey) -> int:
     current = kek.key_id
     usage = table.live_keys_by_kek()
     for kek_id, count in sorted(usage.items()):
-        print(f"{kek_id}  {count} live data keys{'  (current)' if kek_id == current else ''}")
+        current_mark = "  (current)" if kek_id == current else ""
+        print(f"{shown(kek_id)}  {count} live data keys{current_mark}")
     if not usage:
         print("no live data keys")
     return 0
@@ -180,7 +182,7 @@ def _rotate(table: DataKeyTable, kek: KeyEncryptionKey, batch_size: int) -> int:
         return 0
     for kek_id, count in sorted(result.remaining.items()):
         print(
-            f"not done: {count} live data keys still wrapped by {kek_id}: is a process still "
-            "wrapping with it? Configure it as previous everywhere, then run again"
+            f"not done: {count} live data keys still wrapped by {shown(kek_id)}: is a process"
+            " still wrapping with it? Configure it as previous everywhere, then run again"
         )
     return 1

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from casetrail.audit.v1 import audit_pb2
+from cli.present import shown
 from cli.rpc import answered
 
 if TYPE_CHECKING:
@@ -105,11 +106,11 @@ def _verify_export(options: argparse.Namespace) -> int:
         print(f"{options.file}: cannot read the export: {error.strerror}", file=sys.stderr)
         return 2
     for problem in result.problems:
-        print(problem, file=sys.stderr)
+        print(shown(problem), file=sys.stderr)  # it quotes the file's lines
     if result.more_problems:
         print(f"and {result.more_problems} more problems", file=sys.stderr)
     for origin, size in sorted(result.checkpoints.items()):
-        print(f"{origin}: proven in its signed tree of {size} events")
+        print(shown(f"{origin}: proven in its signed tree of {size} events"))
     print(f"{result.verified} of {result.lines} events verified")
     if result.withheld:
         # Shown in part to this reader: vouched for by audit, not provable by the ledger.
@@ -120,8 +121,10 @@ def _verify_export(options: argparse.Namespace) -> int:
     for origin, alarm in sorted(result.alarms.items()):
         # Exporting again proves nothing here until an operator has dealt with the alarm.
         print(
-            f"{result.pending_under_alarm[origin]} events of {origin} not provable: {alarm};"
-            " they become provable only once the alarm is dealt with"
+            shown(
+                f"{result.pending_under_alarm[origin]} events of {origin} not provable: {alarm};"
+                " they become provable only once the alarm is dealt with"
+            )
         )
     waiting = result.pending - sum(result.pending_under_alarm.values())
     if waiting:
@@ -135,17 +138,19 @@ def _verify_export(options: argparse.Namespace) -> int:
         cases = ", ".join(sorted({case_id for case_id, _ in result.statements}))
         times = sorted(at for _, at in result.statements)
         span = times[0] if times[0] == times[-1] else f"{times[0]} to {times[-1]}"
-        print(f"pending events named by audit's signed statement for case {cases} at {span}")
+        print(shown(f"pending events named by audit's signed statement for case {cases} at {span}"))
     if result.extent is not None:
         print(
-            f"exported whole, as audit's signed statement for case {result.extent[0]} at"
-            f" {result.extent[1]} states its lines and the end of each stream"
+            shown(
+                f"exported whole, as audit's signed statement for case {result.extent[0]} at"
+                f" {result.extent[1]} states its lines and the end of each stream"
+            )
         )
     if result.counted_only:
         # A statement signed before audit named those lines: what it vouches for is less.
         print(
             "audit's statement is of the older, count-only form: "
-            + ", ".join(result.counted_only)
+            + shown(", ".join(result.counted_only))
             + " (of several cases) checked by their line count alone, not by which lines;"
             " export again for a statement naming them"
         )
@@ -218,7 +223,7 @@ async def _verify_store(options: argparse.Namespace) -> int:
         f" {result.checkpoints_checked} checkpoints checked"
     )
     for note in result.notes:
-        print(note)
+        print(shown(note))
     if result.ok and verifier is None:
         print(
             "OK: the store is the tree its checkpoints record; their signatures were not checked"
@@ -229,7 +234,8 @@ async def _verify_store(options: argparse.Namespace) -> int:
         print("OK: the store is the tree its checkpoints signed")
         return 0
     where = result.first_bad_position
-    print(f"TAMPERED at position {where}: {result.problem}" if where else result.problem)
+    problem = str(result.problem)  # set: the result is not ok
+    print(shown(f"TAMPERED at position {where}: {problem}" if where else problem))
     return 1
 
 
@@ -375,7 +381,7 @@ async def _ask_audit(options: argparse.Namespace) -> int:
             if answer.HasField("witnessed"):
                 print(f"audit verified the tree of {answer.witnessed.tree_size} events")
             if answer.HasField("alarm"):
-                print(f"ALARM: {answer.alarm.problem}", file=sys.stderr)
+                print(shown(f"ALARM: {answer.alarm.problem}"), file=sys.stderr)
                 return 1
         elif options.ledger_command == "prove":
             proof = await audit.ProveEventInclusion(
@@ -384,7 +390,7 @@ async def _ask_audit(options: argparse.Namespace) -> int:
                 ),
                 metadata=metadata,
             )
-            print(f"{proof.service} position {proof.position} (leaf {proof.position - 1})")
+            print(shown(f"{proof.service} position {proof.position} (leaf {proof.position - 1})"))
             print(f"leaf hash {base64.b64encode(proof.leaf_hash).decode()}")
             for item in proof.proof:
                 print(f"  {base64.b64encode(item).decode()}")

@@ -15,6 +15,7 @@ def run(options: argparse.Namespace) -> int:
 async def _parked(options: argparse.Namespace) -> int:
     from casetrail_platform.hosting import relay_name
     from casetrail_platform.infrastructure import open_event_store, open_parking_lot
+    from cli.present import shown
     from cli.stores import has_local_store, infrastructure, where_stored
 
     infra = infrastructure(options)
@@ -35,11 +36,17 @@ async def _parked(options: argparse.Namespace) -> int:
         records = await lot.parked(relay)
         for record in records:
             retry = " (retry requested)" if record.retry_requested else ""
-            print(
-                f"{record.position}\t{record.key}\t{record.stream}#{record.sequence}\t"
-                f"{record.event_type}\t{record.event_id}\t{record.parked_at.isoformat()}\t"
-                f"{record.reason}{retry}"
+            # Each field escaped, so none holds the tab that separates them (or a line's end).
+            fields = (
+                str(record.position),
+                shown(record.key),
+                shown(f"{record.stream}#{record.sequence}"),
+                shown(record.event_type),
+                str(record.event_id),
+                record.parked_at.isoformat(),
+                shown(record.reason) + retry,
             )
+            print("\t".join(fields))
         print(f"{len(records)} parked records")  # the count line, alone when none is parked
         return 0
     finally:

@@ -1,4 +1,5 @@
-"""Compact, readable lines for what the services answer (case views, audit trails)."""
+"""Compact, readable lines for what the services answer (case views, audit trails), each
+shown escaped (``shown``): what staff typed never moves or forges what a terminal shows."""
 
 from __future__ import annotations
 
@@ -21,6 +22,35 @@ def iso_minute(moment: datetime) -> str:
 
 def moment_of(value: Timestamp) -> datetime:
     return value.ToDatetime(tzinfo=UTC)
+
+
+_CONTROLS = re.compile(
+    r"[\\\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
+)
+"""What a terminal does not show as itself: the control characters (category Cc: C0, DEL, C1
+with its CSI), the line and paragraph separators, and the bidirectional controls (category Cf:
+the marks, embeddings, overrides and isolates, which reorder a line as shown); and the
+backslash, so an escape shown cannot be typed. Other format characters (a zero-width joiner
+in an emoji or a name) move nothing and are shown as they are."""
+_NAMED = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
+def shown(text: str) -> str:
+    """``text`` as a terminal line may show it: every character of ``_CONTROLS`` escaped
+    (``\\r``, ``\\n``, ``\\x1b``, ``\\u202e``). What the services answer holds what staff typed
+    (a provider's name, a reason): raw, a carriage return overwrote a listing's time, actor and
+    type with text of its own, a line feed forged a whole entry, an escape sequence or a
+    right-to-left override rewrote what the terminal shows."""
+    return _CONTROLS.sub(_escape, text)
+
+
+def _escape(found: re.Match[str]) -> str:
+    char = found.group()
+    named = _NAMED.get(char)
+    if named is not None:
+        return named
+    point = ord(char)
+    return f"\\x{point:02x}" if point < 0x100 else f"\\u{point:04x}"
 
 
 def short(identifier: str) -> str:
@@ -98,15 +128,18 @@ def case_view_lines(view: planning_pb2.GetCaseViewResponse, clock: Clock = iso_m
     if view.HasField("discharge"):
         discharge = view.discharge
         lines.append(f"  discharge target {discharge.target_date}: {'; '.join(discharge.criteria)}")
-    return lines
+    return [shown(line) for line in lines]
 
 
 def activity_lines(
     activities: Iterable[audit_pb2.Activity], clock: Clock = iso_minute
 ) -> list[str]:
     return [
-        f"  {clock(moment_of(activity.occurred_at)):<16} {activity.actor.role:<15} "
-        f"{activity.actor.user_id:<24} {compact(activity.summary or activity.event_type, clock)}"
+        shown(
+            f"  {clock(moment_of(activity.occurred_at)):<16} {activity.actor.role:<15} "
+            f"{activity.actor.user_id:<24} "
+            f"{compact(activity.summary or activity.event_type, clock)}"
+        )
         for activity in activities
     ]
 
@@ -115,9 +148,11 @@ def timeline_lines(
     entries: Iterable[audit_pb2.TimelineEntry], clock: Clock = iso_minute
 ) -> list[str]:
     return [
-        f"  {clock(moment_of(entry.occurred_at)):<16} {entry.source:<22} "
-        f"{entry.actor.role}:{entry.actor.user_id:<24} {entry.event_type}  "
-        f"{compact(entry.summary, clock)}"
+        shown(
+            f"  {clock(moment_of(entry.occurred_at)):<16} {entry.source:<22} "
+            f"{entry.actor.role}:{entry.actor.user_id:<24} {entry.event_type}  "
+            f"{compact(entry.summary, clock)}"
+        )
         for entry in entries
     ]
 
@@ -158,7 +193,7 @@ def case_state_lines(state: audit_pb2.CaseState, clock: Clock = iso_minute) -> l
         lines.append(f"  referral {referral.need_category:<16} {referral.status}")
     for name, listed, total in lists_cut(state):
         lines.append(f"  {listed} of {total} {name} listed (the timeline holds every one)")
-    return lines
+    return [shown(line) for line in lines]
 
 
 def lists_cut(state: audit_pb2.CaseState) -> list[tuple[str, int, int]]:

@@ -18,7 +18,7 @@ from google.protobuf.message import Message
 
 from casetrail.audit.v1 import audit_pb2
 from cli.audit import _audit, _credentials, moment
-from cli.present import case_state_lines, iso_minute, moment_of
+from cli.present import case_state_lines, iso_minute, moment_of, shown
 from cli.rpc import answered, query, timestamp
 
 PAGE_SIZE = 1000
@@ -43,10 +43,12 @@ async def _disclosures(options: argparse.Namespace) -> None:
             page = await audit.ListDisclosures(request, metadata=_credentials(options))
             if request.page_token == "" and not options.json:
                 print(
-                    f"disclosures of client {options.client}"
-                    f" from {iso_minute(moment_of(page.period_start))}"
-                    f" to {iso_minute(moment_of(page.period_end))}"
-                    f" (cases {', '.join(page.case_ids)})"
+                    shown(
+                        f"disclosures of client {options.client}"
+                        f" from {iso_minute(moment_of(page.period_start))}"
+                        f" to {iso_minute(moment_of(page.period_end))}"
+                        f" (cases {', '.join(page.case_ids)})"
+                    )
                 )
             for item in page.disclosures:
                 print(_json(item) if options.json else disclosure_line(item))
@@ -61,11 +63,12 @@ def disclosure_line(item: audit_pb2.Disclosure) -> str:
     basis = item.basis or "NO BASIS RECORDED"
     reference = item.consent_id or item.emergency_access_id
     what = ", ".join(item.sections) + (f" (+{len(item.fields)} fields)" if item.fields else "")
-    return (
+    disclosed = shown(
         f"{iso_minute(moment_of(item.disclosed_at))}  {item.recipient.kind} "
         f"{item.recipient.recipient_id}  {what}  purpose {item.purpose or '-'}  "
-        f"{basis}{' ' + reference if reference else ''}\n    {item.description}"
+        f"{basis}{' ' + reference if reference else ''}"
     )
+    return f"{disclosed}\n    {shown(item.description)}"
 
 
 async def _as_seen(options: argparse.Namespace) -> None:
@@ -86,30 +89,36 @@ async def _as_seen(options: argparse.Namespace) -> None:
         return
     user, entitled = answer.user, answer.entitlement
     print(
-        f"case {options.case_id} as {user.user_id} ({user.role}, {user.agency_id}"
-        + (f", team {user.team}" if user.team else "")
-        + f", purpose {user.purpose}) saw it at {options.at}  [{user.derived_from}]"
+        shown(
+            f"case {options.case_id} as {user.user_id} ({user.role}, {user.agency_id}"
+            + (f", team {user.team}" if user.team else "")
+            + f", purpose {user.purpose}) saw it at {options.at}  [{user.derived_from}]"
+        )
     )
     if entitled.allowed:
         print(
-            f"entitled by rule {entitled.rule} ({entitled.policy_version}) to "
-            + ", ".join(entitled.sections)
-            + ("" if entitled.sensitive_disclosed else "; sensitive fields withheld")
-            + (f"; consent {entitled.consent_id}" if entitled.consent_id else "")
+            shown(
+                f"entitled by rule {entitled.rule} ({entitled.policy_version}) to "
+                + ", ".join(entitled.sections)
+                + ("" if entitled.sensitive_disclosed else "; sensitive fields withheld")
+                + (f"; consent {entitled.consent_id}" if entitled.consent_id else "")
+            )
         )
         print("\n".join(case_state_lines(answer.state)))
         if entitled.withheld_fields:
             # A cleared status or count reads as none: say it was withheld.
-            print("  withheld: " + ", ".join(entitled.withheld_fields))
+            print(shown("  withheld: " + ", ".join(entitled.withheld_fields)))
     else:
-        print(f"entitled to nothing: {entitled.rule} ({entitled.reason})")
+        print(shown(f"entitled to nothing: {entitled.rule} ({entitled.reason})"))
     listed = "" if not answer.reads_truncated else f", the latest {len(answer.reads)} listed"
-    print(f"what {user.user_id} read up to then: {answer.reads_total} reads{listed}")
+    print(shown(f"what {user.user_id} read up to then: {answer.reads_total} reads{listed}"))
     for read in answer.reads:
         print(
-            f"  {iso_minute(moment_of(read.recorded_at))}  {read.source}  "
-            f"{', '.join(read.sections)}  purpose {read.purpose}  rule {read.rule}"
-            + (f"  fields {', '.join(read.fields)}" if read.fields else "")
+            shown(
+                f"  {iso_minute(moment_of(read.recorded_at))}  {read.source}  "
+                f"{', '.join(read.sections)}  purpose {read.purpose}  rule {read.rule}"
+                + (f"  fields {', '.join(read.fields)}" if read.fields else "")
+            )
         )
 
 

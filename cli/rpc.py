@@ -37,6 +37,7 @@ from casetrail_platform.identity.tls import (
 )
 from casetrail_platform.private_files import small_text
 from cli.main import SERVICES
+from cli.present import shown
 
 T = TypeVar("T")
 M = TypeVar("M", bound=Message)
@@ -361,7 +362,10 @@ def answered(service: str, timeout: float, ask: Callable[[], int | None]) -> int
     except grpc.aio.AioRpcError as error:
         return print_refusal(error, timeout)
     except (ValueError, OverflowError) as error:
-        print(f"{service} answered something this CLI cannot read: {error}", file=sys.stderr)
+        print(
+            f"{service} answered something this CLI cannot read: {shown(str(error))}",
+            file=sys.stderr,
+        )
         return 1
 
 
@@ -380,9 +384,9 @@ def print_refusal(error: grpc.aio.AioRpcError, timeout: float | None = None) -> 
     violations = refusal.field_violations
     # INVALID_ARGUMENT's message lists the fields' problems printed below: not twice.
     headline = f"{refusal.code.name}{' ' + refusal.reason if refusal.reason else ''}"
-    print(f"refused: {headline if violations else refusal}", file=sys.stderr)
+    print(shown(f"refused: {headline if violations else refusal}"), file=sys.stderr)
     for field_name, problem in violations.items():
-        print(f"  {field_name}: {problem}", file=sys.stderr)
+        print(shown(f"  {field_name}: {problem}"), file=sys.stderr)
     return 1
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from casetrail.audit.v1 import audit_pb2
 from casetrail.coordination.v1 import coordination_pb2 as co
 from casetrail.planning.v1 import planning_pb2 as pl
-from cli.present import activity_lines, case_view_lines, short
+from cli.present import activity_lines, case_view_lines, short, shown
 from cli.rpc import Person, Stubs, eventually, query, refused
 from cli.walk.story import (
     ACHIEVEMENTS,
@@ -129,7 +129,10 @@ async def review(walk: Walk) -> None:
         walk.say(text)
     walk.result.timeline = await timeline(walk.as_(AUDITOR), walk.case_id)
     sources = sorted({entry.source for entry in walk.result.timeline})
-    walk.say(f"\n{len(walk.result.timeline)} events in audit's timeline, from {', '.join(sources)}")
+    walk.say(
+        f"\n{len(walk.result.timeline)} events in audit's timeline,"
+        f" from {shown(', '.join(sources))}"
+    )
 
 
 async def timeline(stubs: Stubs, case_id: str) -> list[audit_pb2.TimelineEntry]:

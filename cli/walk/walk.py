@@ -12,6 +12,7 @@ from casetrail.audit.v1 import audit_pb2
 from casetrail.common.v1 import common_pb2
 from casetrail.coordination.v1 import coordination_pb2 as co
 from casetrail.planning.v1 import planning_pb2 as pl
+from cli.present import shown
 from cli.rpc import Connection, Person, Refusal, Stubs, command, eventually, query
 from cli.walk.story import COORDINATOR, Story
 
@@ -83,11 +84,12 @@ class Walk:
         return command(f"demo-{self.run_id}-{step}", self.moment)
 
     def line(self, person: Person, text: str) -> None:
-        self.say(f"{self.story.show(self.moment)}  {person.role:<14} {text}")
+        """A step, its ``text`` shown escaped (it quotes the services' answers)."""
+        self.say(f"{self.story.show(self.moment)}  {person.role:<14} {shown(text)}")
 
     def detail(self, text: str) -> None:
         for part in textwrap.wrap(
-            text, width=DETAIL_WIDTH, subsequent_indent="  ", break_on_hyphens=False
+            shown(text), width=DETAIL_WIDTH, subsequent_indent="  ", break_on_hyphens=False
         ):
             self.say(f"{'':<24}{part}")
 
