@@ -91,16 +91,24 @@ def run(options: argparse.Namespace) -> int:
 
 def bearer_token(options: argparse.Namespace) -> str:
     """The token a command calls with: --token, --token-file, CASETRAIL_TOKEN, else the saved
-    login. Surrounding whitespace is dropped: a token read from a file or a secret often ends
-    in a newline, which gRPC refuses in metadata with a traceback."""
+    login. A source given is used or refused, never passed over: an empty one ("$UNSET", a
+    file or variable holding nothing) exits naming it, where it fell through to the saved
+    login and the command ran, and was recorded, as whoever last logged in here. Surrounding
+    whitespace is dropped: a token read from a file or a secret often ends in a newline, which
+    gRPC refuses in metadata with a traceback."""
     given = getattr(options, "token", None)
-    if given is not None and given.strip():
+    if given is not None:
         return _sendable(str(given).strip(), "--token")
     token_file = getattr(options, "token_file", None)
-    if token_file:
+    if token_file is not None:
+        if not token_file.strip():
+            raise SystemExit("--token-file: empty (no file named)")
         return _sendable(_read_token_file(Path(token_file)), f"--token-file {token_file}")
-    from_environment = os.environ.get(TOKEN_VARIABLE, "")
-    if from_environment.strip():
+    from_environment = os.environ.get(TOKEN_VARIABLE)
+    if from_environment is not None:
+        # Set, even to nothing: an exported empty variable is the same slip as --token "".
+        if not from_environment.strip():
+            raise SystemExit(f"{TOKEN_VARIABLE}: empty (unset it to use the saved login)")
         return _sendable(from_environment.strip(), TOKEN_VARIABLE)
     path = identity_dir(Path(options.data_dir)) / TOKEN_FILE
     try:
@@ -137,6 +145,8 @@ def _sendable(token: str, source: str) -> str:
     """``token`` if gRPC can send it as a header, else exit naming ``source`` and the rule,
     never the value (a token is a credential): gRPC refused such a token in the call with a
     traceback of its own, and the services would refuse one this long."""
+    if not token:
+        raise SystemExit(f"{source}: empty")
     if not is_token_text(token):
         raise SystemExit(f"{source}: not a bearer token (printable ASCII, no spaces)")
     if len(token) > MAX_TOKEN_BYTES:

@@ -176,6 +176,67 @@ def test_a_token_file_that_is_missing_or_too_large_is_refused_naming_it(
     assert audit[0].bearers == []
 
 
+@pytest.mark.parametrize(
+    ("option", "value", "named"),
+    [
+        ("--token", "", "--token: empty"),
+        ("--token", " \n", "--token: empty"),
+        ("--token-file", "", "--token-file: empty"),
+        ("--token-file", "  ", "--token-file: empty"),
+        ("--token-file", "EMPTY_FILE", "--token-file {empty}: empty"),
+    ],
+)
+def test_an_empty_token_given_is_refused_never_replaced_by_the_saved_login(
+    option: str,
+    value: str,
+    named: str,
+    audit: tuple[_Audit, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``--token "$UNSET"`` ran, and was recorded, as whoever last logged in on the data dir."""
+    saved = identity_dir(tmp_path) / TOKEN_FILE
+    saved.parent.mkdir(parents=True)
+    saved.write_text("saved.payload.signature\n")
+    saved.chmod(0o600)
+    empty = tmp_path / "empty-token"
+    empty.write_text("\n")
+    empty.chmod(0o600)
+    os.environ.pop("CASETRAIL_TOKEN")  # restored by monkeypatch
+    value = str(empty) if value == "EMPTY_FILE" else value
+    where = ("timeline", "case-1", "--audit", audit[1], "--data-dir", str(tmp_path))
+    code, out, err = _run(capsys, *where, option, value)
+    assert code == 2
+    assert named.format(empty=empty) in err
+    assert out == ""
+    assert audit[0].bearers == []  # nothing was sent, as nobody
+
+
+@pytest.mark.parametrize("value", ["", "  "])
+def test_an_empty_token_variable_is_refused_never_replaced_by_the_saved_login(
+    value: str,
+    audit: tuple[_Audit, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Set to nothing (``export CASETRAIL_TOKEN="$UNSET"``) is the same slip as ``--token ""``;
+    unset, the saved login is used."""
+    saved = identity_dir(tmp_path) / TOKEN_FILE
+    saved.parent.mkdir(parents=True)
+    saved.write_text("saved.payload.signature\n")
+    saved.chmod(0o600)
+    monkeypatch.setenv("CASETRAIL_TOKEN", value)
+    where = ("timeline", "case-1", "--audit", audit[1], "--data-dir", str(tmp_path))
+    code, _, err = _run(capsys, *where)
+    assert code == 2
+    assert "CASETRAIL_TOKEN: empty (unset it to use the saved login)" in err
+    assert audit[0].bearers == []
+    monkeypatch.delenv("CASETRAIL_TOKEN")
+    assert _run(capsys, *where)[0] == 0
+    assert audit[0].bearers == ["Bearer saved.payload.signature"]
+
+
 def test_help_recommends_the_login_the_file_or_the_variable_over_token(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

@@ -57,7 +57,7 @@ def test_a_token_with_a_trailing_newline_is_used_without_it(tmp_path: Path) -> N
 def test_a_saved_token_that_cannot_be_read_is_named(tmp_path: Path) -> None:
     (identity_dir(tmp_path) / TOKEN_FILE).mkdir(parents=True)
     with pytest.raises(SystemExit) as exit_:
-        bearer_token(argparse.Namespace(token="", data_dir=str(tmp_path)))
+        bearer_token(argparse.Namespace(token=None, data_dir=str(tmp_path)))
     assert "cannot read the saved token" in str(exit_.value.code)
 
 
