@@ -34,7 +34,7 @@ from casetrail_platform.keys.rotation import (
 )
 from casetrail_platform.keys.sqlite import KEYS_FILE_NAME
 from cli.present import shown
-from cli.stores import postgres_dsn
+from cli.stores import kek_file_problem, postgres_dsn
 
 MAX_BATCH_SIZE = 100_000
 """The most data keys re-wrapped in one transaction: a larger number failed in the database
@@ -150,10 +150,9 @@ def _kek(options: argparse.Namespace) -> KeyEncryptionKey:
 
 def _kek_file(path: Path, source: str) -> None:
     """Exit (a usage error) naming ``path`` and where it was given unless it is a file."""
-    if not path.exists():
-        raise SystemExit(f"{source} {path}: no such KEK file")
-    if not path.is_file():
-        raise SystemExit(f"{source} {path}: not a KEK file (a directory, or not a regular file)")
+    problem = kek_file_problem(path)
+    if problem is not None:
+        raise SystemExit(f"{source} {path}: {problem}")
 
 
 def _status(table: DataKeyTable, kek: KeyEncryptionKey) -> int:

@@ -17,6 +17,7 @@ from casetrail_platform.projections.port import Projection
 
 if TYPE_CHECKING:
     from casetrail_platform.infrastructure import Infrastructure
+    from casetrail_platform.keys.keyring import ClientKeyring
 
 OWN_STORE = {
     "intake": {
@@ -87,20 +88,19 @@ def _projection(reference: str) -> Projection:
 
 async def _rebuild(options: argparse.Namespace, projection: Projection) -> int:
     from casetrail_platform.locking.serving import AloneLost
-    from cli.stores import has_local_store, infrastructure, where_stored
+    from cli.stores import has_local_store, infrastructure, readable_keys, where_stored
 
     infra = infrastructure(options)
-    use_keyring = getattr(projection, "use_keyring", None)
-    if use_keyring is not None:
-        # A projection whose documents are keyed by keyed hashes (intake's client directory)
-        # hashes with the deployment's key, as the running service does.
-        use_keyring(infra.keyring)
     if not has_local_store(infra, options.service):
         print(
             f"{options.service} has no store in {where_stored(infra, options.service)}",
             file=sys.stderr,
         )
         return 2
+    # Everything the replay reads with, before the projection is thrown away: a deployment
+    # this process cannot read is refused with its documents as they were.
+    readable_keys(infra)
+    await _keyed_hashes_ready(projection, infra.keyring)
     try:
         return await _rebuild_alone(infra, options.service, projection)
     except AloneLost:
@@ -111,6 +111,16 @@ async def _rebuild(options: argparse.Namespace, projection: Projection) -> int:
             file=sys.stderr,
         )
         return 1
+
+
+async def _keyed_hashes_ready(projection: Projection, keyring: ClientKeyring | None) -> None:
+    """A projection whose documents are keyed by keyed hashes (intake's client directory)
+    hashes with the deployment's key, as the running service does: derived now."""
+    from services.intake.adapters.client_directory import ClientDirectoryProjection
+
+    if isinstance(projection, ClientDirectoryProjection):
+        projection.use_keyring(keyring)
+        await projection.match_keys.ready()
 
 
 async def _rebuild_alone(infra: Infrastructure, service: str, projection: Projection) -> int:

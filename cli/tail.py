@@ -69,7 +69,7 @@ def tailed_services(asked: Sequence[str] | None, has_store: Callable[[str], bool
 
 def run(options: argparse.Namespace) -> int:
     from cli.login import bearer_token, trusted_verifier
-    from cli.stores import has_local_store, infrastructure
+    from cli.stores import has_local_store, infrastructure, readable_keys
 
     try:
         # Whose staff may follow the stores: the agency the services serve, as they decide.
@@ -86,6 +86,7 @@ def run(options: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    readable_keys(infra)  # the events printed are opened with it, the accesses sealed
     try:
         purpose = AccessPurpose(options.purpose)
     except ValueError:

@@ -57,8 +57,9 @@ class FileKeyEncryptionKey(KeyEncryptionKey):
         try:
             return self._load().decrypt(wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:], context)
         except InvalidTag:
+            # Worded for the error's "the ... is unavailable" around it.
             raise KeyUnavailableError(
-                f"a data key wrapped by another KEK than {self._path}"
+                f"KEK that wrapped this data key (not {self._path})"
             ) from None
 
     def _load(self) -> AESGCM:
@@ -92,7 +93,7 @@ def _read_or_create(path: Path) -> bytes:
         _sync_directory(path.parent)
     key = read_private(path, "the agency's key-encryption key", group_readable=True)
     if len(key) != 32:
-        raise KeyUnavailableError("key-encryption key file (it does not hold 32 bytes)")
+        raise KeyUnavailableError(f"key-encryption key file {path} (it does not hold 32 bytes)")
     return key
 
 

@@ -24,8 +24,12 @@ def keys_dir(data_dir: Path) -> Path:
     return data_dir / "keys"
 
 
-def default_kek(data_dir: Path) -> KeyEncryptionKey:
-    return file_kek(*configured_kek_files(data_dir))
+def default_kek(data_dir: Path, *, create: bool = True) -> KeyEncryptionKey:
+    """The KEK files the environment configures; the current one created when missing only if
+    ``create``: a service's start. A tool never creates one (``create=False``): a KEK of its
+    own wraps none of the keys stored, so it reads nothing sealed and seals what no service
+    can read."""
+    return file_kek(*configured_kek_files(data_dir), create=create)
 
 
 def configured_kek_files(data_dir: Path) -> tuple[Path, list[Path]]:

@@ -109,8 +109,9 @@ def _unwrapped(kek: KeyEncryptionKey, key: StoredDataKey) -> bytes:
         return kek.unwrapper(key.kek_id).unwrap(key.wrapped, _context(key))
     except KeyUnavailableError as error:
         # Names the KEK, never the key: the operator has to configure it as a previous KEK.
+        # The cause is chained, not quoted: its text ended "is unavailable; retry later" too.
         raise KeyUnavailableError(
-            f"data keys wrapped by KEK {key.kek_id!r} (configure it as a previous KEK): {error}"
+            f"KEK {key.kek_id!r} of live data keys (configure it as a previous KEK)"
         ) from error
 
 

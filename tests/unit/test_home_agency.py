@@ -26,6 +26,7 @@ from casetrail.planning.v1 import planning_pb2, planning_pb2_grpc
 from casetrail_platform.identity.development import DevelopmentIssuer
 from casetrail_platform.identity.grpc_auth import bearer_metadata
 from casetrail_platform.infrastructure import Infrastructure
+from casetrail_platform.keys.hosting import default_kek
 from casetrail_platform.policy.home_agency import (
     DEFAULT_HOME_AGENCY,
     HOME_AGENCY_VARIABLE,
@@ -201,6 +202,8 @@ def test_the_tail_follows_the_stores_for_the_home_agencys_auditor_only(
 
 
 async def _intake_store(data_dir: Path) -> None:
+    """Intake's store as its start leaves it: with the agency's KEK, which a tail reads with."""
+    default_kek(data_dir).check()
     store = await SqliteEventStore.open(data_dir / "intake" / "events.db", default_registry())
     await store.close()
 
