@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from dataclasses import dataclass, field
 from functools import cache
@@ -49,12 +50,12 @@ class Rendered:
 
 
 def helm_template(
-    tools: Tools, values_files: tuple[str | Path, ...], *extra: str
+    tools: Tools, values_files: tuple[str | Path, ...], *extra: str, release: str = RELEASE
 ) -> subprocess.CompletedProcess[str]:
     command = [
         str(tools.helm),
         "template",
-        RELEASE,
+        release,
         str(CHART),
         "--namespace",
         NAMESPACE,
@@ -80,3 +81,42 @@ def _render(tools: Tools, profile: str) -> Rendered:
 
 def render_profile(tools: Tools, profile: str) -> Rendered:
     return _render(tools, profile)
+
+
+def kafka_pod_names(rendered: Rendered) -> list[str]:
+    """The pods Strimzi makes for the rendered KafkaNodePools: <kafka>-<pool>-<node id>, node ids
+    counted from 0 over every pool, the name also the pod's hostname and its strimzi.io/pod-name
+    label (Strimzi's WorkloadUtils.createStatefulPod)."""
+    (kafka,) = rendered.of_kind("Kafka")
+    pools = rendered.of_kind("KafkaNodePool")
+    node_ids = iter(range(sum(pool["spec"]["replicas"] for pool in pools)))
+    return [
+        f"{kafka['metadata']['name']}-{pool['metadata']['name']}-{next(node_ids)}"
+        for pool in pools
+        for _ in range(pool["spec"]["replicas"])
+    ]
+
+
+def _at_maximum(node: dict[str, Any], schema: dict[str, Any]) -> Any:
+    """``node``'s numbers at their maximum: a number itself, an object of its properties that hold
+    any (None where none does). A number is the first branch of an anyOf that is one; lists and
+    free-form maps hold none the chart prints."""
+    if "$ref" in node:
+        return _at_maximum(schema["$defs"][node["$ref"].removeprefix("#/$defs/")], schema)
+    for branch in node.get("anyOf", []):
+        if branch.get("type") in ("integer", "number"):
+            return branch["maximum"]
+    if node.get("type") in ("integer", "number"):
+        return node["maximum"]
+    found = {name: _at_maximum(child, schema) for name, child in node.get("properties", {}).items()}
+    held = {name: value for name, value in found.items() if value is not None}
+    return held or None
+
+
+def values_at_their_maxima() -> dict[str, Any]:
+    """A values document giving every number values.schema.json bounds its maximum, within the
+    combinations templates/validate.yaml takes: the chart's own PostgreSQL listens on 5432 only."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    values: dict[str, Any] = _at_maximum(schema, schema)
+    values["database"]["port"] = 5432
+    return values

@@ -3,12 +3,17 @@ the network and on Kafka, durable Kafka and PostgreSQL, secrets only referenced.
 
 from __future__ import annotations
 
+import json
+import logging
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from faust.cli.base import LOGLEVELS
+from faust.cli.params import CaseInsensitiveChoice
 from psycopg.conninfo import conninfo_to_dict
 
 from casetrail_platform.bus.topics import (
@@ -25,12 +30,20 @@ from casetrail_platform.shutdown import (
 )
 from events.topics import LEDGER_CHECKPOINTS_TOPIC, dead_letter_topic
 from services.startup import postgres_name
-from tests.k8s.render import PROFILES, RELEASE, Rendered, helm_template
+from tests.k8s.render import (
+    PROFILES,
+    RELEASE,
+    Rendered,
+    helm_template,
+    kafka_pod_names,
+    values_at_their_maxima,
+)
 from tests.k8s.tools import CHART, Tools
 
 SERVICES = ("intake", "coordination", "planning", "audit")
 TOPOLOGY = yaml.safe_load((CHART / "topology.yaml").read_text())
 VALUES = yaml.safe_load((CHART / "values.yaml").read_text())
+SCHEMA = json.loads((CHART / "values.schema.json").read_text())
 MONITORING = yaml.safe_load(Path(PROFILES["large-production-monitored"][-1]).read_text())
 
 
@@ -1115,3 +1128,72 @@ def test_the_caseload_views_speak_https_whenever_grpc_does(rendered: Rendered) -
     else:
         assert "CASETRAIL_TLS_CERT" not in env
         assert "CASETRAIL_CASELOAD_TLS_NAME" not in env
+
+
+def _rendered(name: str, result: subprocess.CompletedProcess[str]) -> Rendered:
+    assert result.returncode == 0, result.stderr
+    return Rendered(name, result.stdout, [doc for doc in yaml.safe_load_all(result.stdout) if doc])
+
+
+@pytest.mark.parametrize("level", SCHEMA["properties"]["logLevel"]["enum"])
+def test_the_caseload_processor_is_given_a_log_level_faust_takes(helm: Tools, level: str) -> None:
+    """The worker reads its level from Faust's --loglevel, whose choices (read here from the
+    installed faust) are crit, error, warn, info and debug: logLevel WARNING gave it `warning`,
+    and it exited 2 at every start, a crash loop. Each level the schema takes is given as the
+    choice naming the same severity."""
+    result = helm_template(helm, PROFILES["small"], "--set", f"logLevel={level}")
+    args = container(_rendered(level, result).named("Deployment", f"{RELEASE}-caseload"))["args"]
+    given = args[args.index("--loglevel") + 1]
+    faust_level = CaseInsensitiveChoice(LOGLEVELS).convert(given, None, None)
+    severities = logging.getLevelNamesMapping()
+    assert severities[faust_level.upper()] == severities[level]
+
+
+def test_no_number_is_printed_as_a_float(helm: Tools, tmp_path: Path) -> None:
+    """Helm reads a values file's numbers as floats and prints one of a million or more as 1e+06:
+    KEDA took lagThreshold "1e+06" for no int64 and scaled nothing, a storage size in bytes was
+    no quantity, an alert's threshold was PromQL by luck. Every number the schema bounds, at its
+    maximum, with every option that prints one on (autoscaling, dedicated controllers, the
+    alert rules), prints as the whole number it is."""
+    values = tmp_path / "maxima.yaml"
+    values.write_text(yaml.safe_dump(values_at_their_maxima()))
+    result = helm_template(helm, (*PROFILES["large-production-monitored"], values))
+    rendered = _rendered("maxima", result)
+    assert re.findall(r".*\d[eE]\+\d.*", rendered.text) == []
+    for scaled in rendered.of_kind("ScaledObject"):
+        for trigger in scaled["spec"]["triggers"]:
+            assert trigger["metadata"]["lagThreshold"] == "1000000"
+    # A quantity is a string to the operators' resources: a number there is refused.
+    sizes = [
+        volume["size"]
+        for pool in rendered.of_kind("KafkaNodePool")
+        for volume in pool["spec"]["storage"].get("volumes", [])
+    ]
+    sizes += [
+        cluster["spec"][storage]["size"]
+        for cluster in rendered.of_kind("Cluster")
+        for storage in ("storage", "walStorage")
+    ]
+    assert sizes == ["1099511627776"] * 3
+
+
+# Names the reviewer's Kafka pods were refused under, and Helm's longest (53 characters).
+LONG_RELEASES = (
+    "casetrail-production",
+    "westside-dss-casetrail",
+    "westside-dss-casetrail-production-with-a-long-name-53",
+)
+
+
+@pytest.mark.parametrize("profile", ["small", "large"])
+@pytest.mark.parametrize("release", LONG_RELEASES)
+def test_every_kafka_pod_name_is_a_hostname(helm: Tools, release: str, profile: str) -> None:
+    """Each pool's name was <release>-kafka-<pool>, so its pods' <release>-kafka-<release>-kafka-
+    <pool>-<id>: past 63 characters from a release name of 19 (dedicated controllers) or 22, and
+    the API server refused every one, Kafka never starting. A pool's name need only be unique in
+    its cluster: nodes, brokers, controllers."""
+    rendered = _rendered(release, helm_template(helm, PROFILES[profile], release=release))
+    pools = {pool["metadata"]["name"] for pool in rendered.of_kind("KafkaNodePool")}
+    assert pools == ({"brokers", "controllers"} if profile == "large" else {"nodes"})
+    for pod in kafka_pod_names(rendered):
+        assert len(pod) <= 63, pod

@@ -6,29 +6,23 @@ schema) reads them."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
-from tests.k8s.apiserver import ApiServer, running_apiserver
-from tests.k8s.render import PROFILES, Rendered, helm_template
-from tests.k8s.tools import Tools, missing
+from tests.k8s.apiserver import ApiServer
+from tests.k8s.render import (
+    PROFILES,
+    Rendered,
+    helm_template,
+    kafka_pod_names,
+    values_at_their_maxima,
+)
+from tests.k8s.tools import Tools
 
-POD_SECURITY = "pod-security.kubernetes.io/warn"
 POD_SECURITY_WARNING = "would violate PodSecurity"
-
-
-@pytest.fixture(scope="module")
-def apiserver(tools: Tools, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
-    missing(tools.kube_apiserver, tools.kubectl, tools.etcd, tools.crd_dir / ".done")
-    with running_apiserver(tools, tmp_path_factory.mktemp("kube")) as server:
-        for crd in tools.crd_files():
-            server.must("apply", "--server-side", "--force-conflicts", "-f", str(crd))
-        server.must("wait", "--for=condition=Established", "--timeout=120s", "crd", "--all")
-        # The API server's PodSecurity admission warns of every pod template (Deployments, Jobs)
-        # below the "restricted" standard applied to this namespace.
-        server.must("label", "namespace", server.namespace, f"{POD_SECURITY}=restricted")
-        yield server
 
 
 def test_the_operators_crds_are_served(apiserver: ApiServer) -> None:
@@ -112,3 +106,53 @@ def test_the_server_warns_of_a_pod_below_the_restricted_standard(apiserver: ApiS
     assert POD_SECURITY_WARNING in result.stderr
     for rule in ("allowPrivilegeEscalation", "capabilities", "runAsNonRoot", "seccompProfile"):
         assert rule in result.stderr
+
+
+def _strimzi_pod(name: str, kafka: str) -> dict[str, Any]:
+    """A Kafka pod as Strimzi makes it (WorkloadUtils.createStatefulPod): its name is also its
+    hostname and a label value, under the brokers' headless Service."""
+    labels = {"strimzi.io/pod-name": name, "statefulset.kubernetes.io/pod-name": name}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "hostname": name,
+            "subdomain": f"{kafka}-kafka-brokers",
+            "containers": [{"name": "kafka", "image": "quay.io/strimzi/kafka"}],
+        },
+    }
+
+
+@pytest.mark.parametrize("profile", ["small", "large"])
+def test_the_server_accepts_the_kafka_pods_of_a_long_release_name(
+    helm: Tools, apiserver: ApiServer, profile: str
+) -> None:
+    """Under Helm's longest release name (53 characters) every pod Strimzi would make for the
+    pools is one the API server takes; the pools' old names gave pods the server refused from
+    a release name of 19 characters on (casetrail-production-kafka-casetrail-production-kafka-
+    controllers-3: "must be no more than 63 characters")."""
+    release = "westside-dss-casetrail-production-with-a-long-name-53"
+    result = helm_template(helm, PROFILES[profile], release=release)
+    assert result.returncode == 0, result.stderr
+    rendered = Rendered(profile, result.stdout, [d for d in yaml.safe_load_all(result.stdout) if d])
+    (kafka,) = rendered.of_kind("Kafka")
+    pods = [_strimzi_pod(name, kafka["metadata"]["name"]) for name in kafka_pod_names(rendered)]
+    # A pod's service account must exist (admission); Strimzi's own is not the chart's.
+    account = "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: default}\n"
+    apiserver.must("apply", "-n", apiserver.namespace, "-f", "-", stdin=account)
+    applied = apiserver.dry_run(yaml.safe_dump_all([*pods, *rendered.documents]), "--server-side")
+    assert applied.returncode == 0, applied.stderr
+
+
+def test_the_server_accepts_every_number_at_its_maximum(
+    helm: Tools, apiserver: ApiServer, tmp_path: Path
+) -> None:
+    """Sizes in bytes were printed as 1.099511627776e+12 where the operators' resources take a
+    quantity string; every number the schema bounds, at its maximum, is one the server takes."""
+    values = tmp_path / "maxima.yaml"
+    values.write_text(yaml.safe_dump(values_at_their_maxima()))
+    result = helm_template(helm, (*PROFILES["large-production-monitored"], values))
+    assert result.returncode == 0, result.stderr
+    applied = apiserver.dry_run(result.stdout, "--server-side", "--field-manager=casetrail-check")
+    assert applied.returncode == 0, applied.stderr

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -530,3 +531,89 @@ def test_a_value_past_its_bound_is_refused(
     message = refused(helm, tmp_path, "", "--set", setting)
     assert where in message
     assert "maximum" in message or "maxLength" in message
+
+
+def _pools(result: subprocess.CompletedProcess[str]) -> set[str]:
+    assert result.returncode == 0, result.stderr
+    return {
+        document["metadata"]["name"]
+        for document in yaml.safe_load_all(result.stdout)
+        if document and document["kind"] == "KafkaNodePool"
+    }
+
+
+def test_an_installed_release_keeps_its_kafka_pools_names(helm: Tools) -> None:
+    """A KafkaNodePool renamed is deleted, and its pods with it: a release installed when the
+    pools were named <release>-kafka-<pool> keeps those names (kafka.cluster.legacyPoolNames)."""
+    legacy = ("--set", "kafka.cluster.legacyPoolNames=true")
+    assert _pools(helm_template(helm, PROFILES["small"], *legacy)) == {"casetrail-kafka-nodes"}
+    assert _pools(helm_template(helm, PROFILES["large"], *legacy)) == {
+        "casetrail-kafka-brokers",
+        "casetrail-kafka-controllers",
+    }
+    assert _pools(helm_template(helm, PROFILES["large"])) == {"brokers", "controllers"}
+
+
+@pytest.mark.parametrize(
+    ("release", "profile", "pod"),
+    [
+        ("casetrail-production", "large", "casetrail-production-kafka-controllers-5"),
+        ("westside-dss-casetrail", "small", "westside-dss-casetrail-kafka-nodes-2"),
+    ],
+)
+def test_a_release_name_too_long_for_its_kafka_pods_is_refused(
+    helm: Tools, release: str, profile: str, pod: str
+) -> None:
+    """Under the old pool names a release name of 19 characters (dedicated controllers) or 22
+    made pod names past 63 characters, which the API server refuses: `helm template` names the
+    release, the pod and the limit instead of a Kafka that never starts."""
+    result = helm_template(
+        helm, PROFILES[profile], "--set", "kafka.cluster.legacyPoolNames=true", release=release
+    )
+    assert result.returncode != 0
+    assert f"release name {release}:" in result.stderr
+    assert f"a Kafka pod {release}-kafka-{pod}" in result.stderr
+    assert "over the 63" in result.stderr
+    shorter = release.removeprefix("casetrail-").removeprefix("westside-")
+    legacy = ("--set", "kafka.cluster.legacyPoolNames=true")
+    assert _pools(helm_template(helm, PROFILES[profile], *legacy, release=shorter))
+
+
+def test_a_subscriber_may_take_no_consumer_group_of_casetrails(helm: Tools, tmp_path: Path) -> None:
+    """A subscriber's groups are those under `<name>.`: `casetrail` took in every service's
+    (casetrail.<service>.<projection>), so a read-only subscriber could join one and commit its
+    offsets, and the service's projection skip the events passed over."""
+    values = "kafka:\n  subscribers:\n    - name: reporting\n    - name: casetrail\n"
+    message = refused(helm, tmp_path, values)
+    assert "kafka.subscribers[1].name (casetrail)" in message
+    assert "would take in casetrail.intake.intake.case-closures" in message
+
+
+def test_a_subscriber_named_after_casetrails_parts_keeps_to_its_own_groups(
+    helm: Tools, tmp_path: Path
+) -> None:
+    """A name is refused only for the groups its prefix covers: `casetrail-caseload-v2.` is not
+    the caseload processor's group (casetrail-caseload-v2), nor `casetrail-intake.` intake's."""
+    custom = tmp_path / "values.yaml"
+    names = ["casetrail-caseload-v2", "casetrail-intake", "reporting"]
+    custom.write_text(yaml.safe_dump({"kafka": {"subscribers": [{"name": n} for n in names]}}))
+    result = helm_template(helm, ("values-small.yaml", custom))
+    assert result.returncode == 0, result.stderr
+    prefixes = [
+        acl["resource"]["name"]
+        for document in yaml.safe_load_all(result.stdout)
+        if document and document["kind"] == "KafkaUser"
+        for acl in document["spec"]["authorization"]["acls"]
+        if acl["resource"]["type"] == "group" and acl["resource"]["patternType"] == "prefix"
+    ]
+    assert prefixes == [f"{name}." for name in names]
+
+
+def test_the_case_events_are_no_topic_of_the_caseload_processors(
+    helm: Tools, tmp_path: Path
+) -> None:
+    """The caseload processor may write every topic under `<application id>-` (its changelogs):
+    case events there would be its to write."""
+    message = refused(helm, tmp_path, "kafka:\n  caseEventsTopic: casetrail-caseload-v2-events\n")
+    assert "kafka.caseEventsTopic (casetrail-caseload-v2-events)" in message
+    assert "prefix casetrail-caseload-v2-" in message

@@ -13,6 +13,36 @@
 {{- end -}}
 
 {{/*
+The name of a KafkaNodePool of the release's Kafka (`.pool`: nodes, brokers or controllers).
+Strimzi names a pool's pods <kafka>-<pool>-<node id> and puts that name in their hostname and
+labels, 63 characters at most, so the pool's own name is short: it need only be unique within
+the Kafka cluster. kafka.cluster.legacyPoolNames keeps <kafka>-<pool>, the names of a release
+installed before: a renamed pool is a deleted one, whose pods go with it (README, "Upgrading
+the chart"); templates/validate.yaml refuses a release name too long for them.
+*/}}
+{{- define "casetrail.kafkaPool" -}}
+{{- if .root.Values.kafka.cluster.legacyPoolNames -}}
+{{- printf "%s-%s" (include "casetrail.kafkaCluster" .root) .pool -}}
+{{- else -}}
+{{- .pool -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The release's KafkaNodePools as JSON, each `{"name": ..., "nodes": ...}`: `brokers` (the pool
+`nodes` when they are the KRaft controllers too) and, with dedicatedControllers, `controllers`.
+*/}}
+{{- define "casetrail.kafkaPools" -}}
+{{- $cluster := .Values.kafka.cluster -}}
+{{- $brokers := include "casetrail.kafkaPool" (dict "root" . "pool" (ternary "brokers" "nodes" $cluster.dedicatedControllers)) -}}
+{{- $pools := dict "brokers" (dict "name" $brokers "nodes" (int $cluster.brokers)) -}}
+{{- if $cluster.dedicatedControllers -}}
+{{- $_ := set $pools "controllers" (dict "name" (include "casetrail.kafkaPool" (dict "root" . "pool" "controllers")) "nodes" 3) -}}
+{{- end -}}
+{{- toJson $pools -}}
+{{- end -}}
+
+{{/*
 The name of a KafkaTopic object (`.cluster`, `.topic`); spec.topicName carries the real name.
 Kubernetes names allow no underscore: it becomes "-", as it always has (a renamed object would
 have Strimzi delete its topic). A topic whose name is still no valid object name (upper case,
@@ -134,6 +164,29 @@ and a margin for closing the stores.
 {{- define "casetrail.terminationGracePeriod" -}}
 {{- $topology := include "casetrail.topology" . | fromJson -}}
 {{- add .Values.shutdown.preStopSleepSeconds $topology.shutdown.serverGraceSeconds $topology.shutdown.backgroundStopSeconds .Values.shutdown.closeMarginSeconds -}}
+{{- end -}}
+
+{{/*
+The caseload processor's Faust --loglevel for logLevel: Faust's worker takes crit, error, warn,
+info and debug only (faust/cli/base.py LOGLEVELS) and exits at every start on any other, such
+as `warning`. A level missing here fails `helm template` instead.
+*/}}
+{{- define "casetrail.faustLogLevel" -}}
+{{- $levels := dict "DEBUG" "debug" "INFO" "info" "WARNING" "warn" "ERROR" "error" -}}
+{{- required (printf "logLevel %s has no Faust --loglevel (casetrail.faustLogLevel)" .Values.logLevel) (get $levels .Values.logLevel) -}}
+{{- end -}}
+
+{{/*
+A storage size, quoted: a quantity as given ("10Gi", "100"), a number of bytes in whole digits.
+Printed as it is, a number of a million or more comes out as 1e+06, which no quantity parser
+takes, and a number where the operators' resources want a string is refused.
+*/}}
+{{- define "casetrail.quantity" -}}
+{{- if kindIs "string" . -}}
+{{- quote . -}}
+{{- else -}}
+{{- int64 . | quote -}}
+{{- end -}}
 {{- end -}}
 
 {{/*
