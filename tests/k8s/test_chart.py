@@ -1197,3 +1197,15 @@ def test_every_kafka_pod_name_is_a_hostname(helm: Tools, release: str, profile: 
     assert pools == ({"brokers", "controllers"} if profile == "large" else {"nodes"})
     for pod in kafka_pod_names(rendered):
         assert len(pod) <= 63, pod
+
+
+@pytest.mark.parametrize("release", LONG_RELEASES)
+def test_the_migration_jobs_name_leaves_room_for_any_revision(helm: Tools, release: str) -> None:
+    """The Job is named <release>-migrate-<revision> and its name is its pods' job-name label
+    (63 characters at most): a 53-character release's was 64 from revision 10 on, and the API
+    server refused the upgrade's Job. Room is left for a revision of 10 digits."""
+    rendered = _rendered(release, helm_template(helm, PROFILES["small"], release=release))
+    (job,) = rendered.of_kind("Job")
+    name = job["metadata"]["name"]
+    assert name.endswith("-1")
+    assert len(name.removesuffix("-1")) + len("-") + 10 <= 63, name
