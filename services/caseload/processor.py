@@ -75,6 +75,8 @@ from services.caseload.transactions import SourcePartitionTransport
 
 log = logging.getLogger(__name__)
 
+HELD_CASES = "held-cases"
+"""The table the caseload views read, whose partitions say which process holds which worker."""
 CONTACT_WINDOW = timedelta(days=1)
 CONTACT_WINDOW_EXPIRES = timedelta(days=35)
 """Days of contact counts kept (the window store drops older ones)."""
@@ -368,7 +370,7 @@ def _add_topology(app: CaseloadApp) -> None:
     # One record per case held, never a worker's whole caseload as one value (``held_key``).
     # Written while a fact keyed by its worker is processed, so every record of a worker
     # is on that worker's partition.
-    app.held_cases = app.Table("held-cases", partitions=partitions)
+    app.held_cases = app.Table(HELD_CASES, partitions=partitions)
     app.contacts = (
         # Per worker and day, the contacts' event ids (domain.count_contact).
         app.Table("contacts-per-day", default=dict, partitions=partitions)

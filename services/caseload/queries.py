@@ -2,9 +2,10 @@
 
 Each answer covers the table partitions this process holds. With one worker process that is
 all of them; with several, the web views route per-worker questions to the owner (see
-``web``), and the all-worker lists are per process. The ``held-cases`` table keeps one record
-per case held (``domain.held_key``): a worker's caseload is the records under its name, found
-by reading the keys of the partitions held here (the whole table, in memory).
+``routing``) and gather the all-worker lists from every process's part (see ``gathering``).
+The ``held-cases`` table keeps one record per case held (``domain.held_key``): a worker's
+caseload is the records under its name, found by reading the keys of the partitions held here
+(the whole table, in memory).
 """
 
 from __future__ import annotations

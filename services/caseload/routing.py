@@ -15,12 +15,17 @@ caller's path and query, and of the caller's headers only ``FORWARDED_HEADERS`` 
 them all, and built the address from the caller's ``Host``: a ``Host`` of ``a:b`` or ``a@b`` was
 a bare 500). The views refuse any request but a GET or HEAD without a body before it is routed
 (``require_a_plain_read``).
+
+The all-worker views ask every process owning partitions of the tables for its part the same
+way (``ask``, ``owners``; ``gathering``).
 """
 
 from __future__ import annotations
 
 import logging
 import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -48,7 +53,9 @@ FORWARDED_MARK = "X-Caseload-Forwarded"
 """Set on every forwarded request: its receiver answers it if it owns the worker, else 503
 ``OWNER_UNAVAILABLE``, never forwarding it again. During a rebalance two processes may each
 take the other for the owner: one view went back and forth ~200 times. A caller sending the
-mark gains nothing: the view still verifies its token and records the read, or is refused."""
+mark gains nothing: the view still verifies its token and records the read, or is refused (an
+all-worker view so marked is a part, answered only to the process that asked for it:
+``gathering``)."""
 READ_METHODS = frozenset({"GET", "HEAD"})
 
 
@@ -63,6 +70,15 @@ def require_a_plain_read(request: Any) -> None:
             "the caseload views take no body: send no Content-Length or Transfer-Encoding",
             "BODY_NOT_ALLOWED",
         )
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What another process of the group answered: its status, content type and body."""
+
+    status: int
+    content_type: str
+    text: str
 
 
 class OwnerRouter(Router):
@@ -91,42 +107,71 @@ class OwnerRouter(Router):
         try:
             owner = self.key_store(table_name, key)
         except KeyError:  # no assignment yet (a rebalance)
-            raise _unavailable() from None
-        if self._urlident(owner) == self._urlident(self.app.conf.canonical_url):
+            raise owner_unavailable() from None
+        if self.is_this_process(owner):
             raise SameNode()
         if FORWARDED_MARK in request.headers:
             # The sender took this process for the owner, which takes another one: a
             # rebalance seen at different moments. Its tables do not hold the worker, so an
             # answer from here would be an empty view shown as if it were all.
             log.warning("caseload: a forwarded view's owner is another process (a rebalance)")
-            raise _unavailable()
+            raise owner_unavailable()
+        reply = await self.ask(
+            owner, request.rel_url, forwarded_headers(request.headers), method=request.method
+        )
+        return web.text(reply.text, content_type=reply.content_type, status=reply.status)
+
+    async def ask(
+        self,
+        process: URL,
+        view: URL,
+        headers: Mapping[str, str],
+        *,
+        method: str = "GET",
+        seconds: float = FORWARD_SECONDS,
+    ) -> Reply:
+        """``view`` (a path and query) asked of the group's ``process`` at its address, over
+        the deployment's TLS, with ``headers`` and ``FORWARDED_MARK``; ``Refused`` 503
+        ``OWNER_UNAVAILABLE`` when no answer comes within ``seconds``."""
         try:
-            headers = {
-                name: request.headers[name] for name in FORWARDED_HEADERS if name in request.headers
-            }
             async with self.app.http_client.request(
-                method=request.method,
-                url=self._owners(owner, request.rel_url),
+                method=method,
+                url=self._owners(process, view),
                 headers={**headers, FORWARDED_MARK: "1"},
                 ssl=self.ssl_context,
                 server_hostname=self.tls_name,
-                timeout=aiohttp.ClientTimeout(total=FORWARD_SECONDS, connect=CONNECT_SECONDS),
+                timeout=aiohttp.ClientTimeout(total=seconds, connect=CONNECT_SECONDS),
             ) as response:
-                return web.text(
-                    await response.text(),
-                    content_type=response.content_type,
-                    status=response.status,
-                )
+                return Reply(response.status, response.content_type, await response.text())
         except (aiohttp.ClientError, TimeoutError) as error:
             # The error names the address and the TLS failure, never the request's headers.
-            log.warning("caseload: a view could not be forwarded to its owner: %s", error)
-            raise _unavailable() from None
+            log.warning("caseload: another process of the group could not be asked: %s", error)
+            raise owner_unavailable() from None
         except Exception as error:  # whatever else fails, the caller gets the 503 too
             # By its type only: its words might repeat the caller's path or headers.
             log.warning(
-                "caseload: a view could not be forwarded to its owner: %s", type(error).__name__
+                "caseload: another process of the group could not be asked: %s",
+                type(error).__name__,
             )
-            raise _unavailable() from None
+            raise owner_unavailable() from None
+
+    def owners(self, table_name: str) -> dict[URL, frozenset[int]]:
+        """Every process of the group, by its address, with the partitions of ``table_name``
+        it holds in the assignment this process was last given (none: not one yet)."""
+        return {
+            URL(process): frozenset(p for partitions in topics.values() for p in partitions)
+            for process, topics in self.table_metadata(table_name).items()
+        }
+
+    def is_this_process(self, process: URL) -> bool:
+        return self.same_process(process, str(self.app.conf.canonical_url))
+
+    def same_process(self, process: URL, address: str) -> bool:
+        """Whether ``address`` (as a request states it) is that of ``process``."""
+        try:
+            return self._urlident(process) == self._urlident(URL(address))
+        except ValueError:  # not an address, nor a port
+            return False
 
     def _owners(self, owner: URL, view: URL) -> URL:
         """The owner's address (from the assignment, never the caller's ``Host``) with the
@@ -142,9 +187,16 @@ class OwnerRouter(Router):
         )
 
 
-def _unavailable() -> Refused:
+def forwarded_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """Of the caller's ``headers``, those another process is sent (``FORWARDED_HEADERS``)."""
+    return {name: headers[name] for name in FORWARDED_HEADERS if name in headers}
+
+
+def owner_unavailable() -> Refused:
+    """503 ``OWNER_UNAVAILABLE``: the view cannot be had from the process holding its tables."""
     return Refused(
         503,
-        "the process holding this worker's tables cannot be reached: ask again in a moment",
+        "a process holding the caseload tables asked for cannot be reached, or holds other"
+        " partitions now (a rebalance): ask again in a moment",
         "OWNER_UNAVAILABLE",
     )

@@ -12,6 +12,9 @@
 ``GET /caseload-status/ready/``         the same, 503 until the tables are recovered, at
                                         the start and from the start of each rebalance
                                         (readiness: no view answers from half a table)
+``GET /caseload-parts/``                whether this process asked for the part of an
+                                        all-worker view another process was asked for
+                                        (``gathering``; names nothing)
 ======================================  ====================================================
 
 The lists of cases name at most ``?limit=`` (1 to 1,000, default 100) cases, in order (case id;
@@ -20,8 +23,11 @@ are recorded.
 
 Per-worker views are routed by Faust to the process that owns the worker's table partition,
 over the views' HTTPS when they serve it (``routing``: 503 ``OWNER_UNAVAILABLE`` when that
-process cannot be reached, or was forwarded the view by one that took it for the owner). A view
-is a GET or HEAD without a body: 400 ``BODY_NOT_ALLOWED`` otherwise (405 for another method).
+process cannot be reached, or was forwarded the view by one that took it for the owner). The
+all-worker views are gathered from the part of every process holding partitions of the tables
+and merged (``gathering``: 503 ``OWNER_UNAVAILABLE`` unless every partition's part is had). A
+view is a GET or HEAD without a body: 400 ``BODY_NOT_ALLOWED`` otherwise (405 for another
+method).
 ``today`` defaults to the agency's date (``CASETRAIL_AGENCY_TIME_ZONE``, as the services' ages)
 for the overdue follow-ups, and to the UTC date for contacts, which are counted per UTC day.
 
@@ -33,16 +39,17 @@ per case the answer names, with the caller's own token, for the purpose stated a
 purpose, bad query) or 503 (no issuer; audit not configured or unreachable: nothing is
 disclosed that is not recorded; ``NOT_READY`` while the tables are being recovered: at the
 start, and from the start of each rebalance until they hold the new assignment). The
-contacts-per-day view names no case: decided, not recorded.
+contacts-per-day view names no case: decided, not recorded. A part of an all-worker view,
+answered to the process that asked for it, is no read: that process records the view's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import cache
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -53,6 +60,18 @@ from casetrail_platform.typed_numbers import ascii_whole_number
 from events.catalog.base import Identifier
 from services.caseload import queries
 from services.caseload.access import CaseloadGate, Refused
+from services.caseload.domain import OverdueFollowUp
+from services.caseload.gathering import CONFIRMATION_PATH, PART_MARK, Gathering
+from services.caseload.parts import (
+    CaseloadsPart,
+    OverduePart,
+    Part,
+    caseloads_part,
+    merged_caseloads,
+    merged_overdue,
+    overdue_part,
+    require_whole,
+)
 from services.caseload.processor import CaseloadApp
 from services.caseload.recording import AccessRecorder, View
 from services.caseload.routing import READ_METHODS, require_a_plain_read
@@ -75,12 +94,15 @@ class Answer:
     """A view's answer, and what audit records of it before it is sent."""
 
     body: dict[str, Any]
-    view: View
+    view: View | None
+    """``None``: no read to record, a part another process asked for (``gathering``)."""
     case_ids: tuple[str, ...] = ()
 
 
-Handler = Callable[..., Answer]
-"""``handler(request, **match_info)``; raises ``BadQuery`` for a bad query."""
+Handler = Callable[..., Awaitable[Answer]]
+"""``handler(request, **match_info)``, called once the tables are ready, with no await in
+between; raises ``BadQuery`` for a bad query."""
+P = TypeVar("P", bound=Part)
 
 
 def add_views(app: CaseloadApp) -> None:
@@ -93,6 +115,7 @@ def add_views(app: CaseloadApp) -> None:
         app.settings.audit_tls,
         app.settings.audit_plaintext_allowed,
     )
+    gathering = Gathering(app)
 
     def guarded(handler: Handler) -> Any:
         # Per-worker views are routed to the owning process first (table_route, outside):
@@ -109,8 +132,9 @@ def add_views(app: CaseloadApp) -> None:
                         "the caseload tables are being recovered: ask again in a moment",
                         "NOT_READY",
                     )
-                answer = handler(request, *args, **kwargs)
-                await recorder.record(caller, answer.view, answer.case_ids)
+                answer = await handler(request, *args, **kwargs)
+                if answer.view is not None:
+                    await recorder.record(caller, answer.view, answer.case_ids)
             except BadQuery as error:
                 return view.json({"error": str(error)}, status=400, headers=ANSWER_HEADERS)
             except Refused as refused:
@@ -119,31 +143,52 @@ def add_views(app: CaseloadApp) -> None:
 
         return admitted
 
-    def all_caseloads(request: Any) -> Answer:
-        limit = _limit(request.query)
-        unassigned = queries.unassigned(app)
-        shown = unassigned[:limit]
-        body = {
-            "workers": queries.caseloads(app),
-            "unassigned": list(shown),
-            "truncated": len(unassigned) > limit,
-        }
+    def gathered(
+        kind: type[P],
+        local: Callable[[Any, frozenset[int]], P],
+        merged: Callable[[Any, list[P]], Answer],
+    ) -> Handler:
+        """An all-worker view: this process's part (``local``, its tables read at once) and
+        every other process's (``gathering``), ``merged``; to a process asking for this one's
+        part, that part, recorded by the asker with the view's answer."""
+
+        async def handler(request: Any) -> Answer:
+            here = local(request, gathering.partitions_here())  # a bad query: 400 here
+            if gathering.is_part(request.headers):
+                await gathering.require_asked(request.headers)
+                return Answer(here.model_dump(mode="json"), None)
+            every = [here, *await gathering.parts(request, here.pinned(), kind)]
+            require_whole(every, app.settings.partitions)
+            return merged(request, every)
+
+        return handler
+
+    def caseloads_here(request: Any, partitions: frozenset[int]) -> CaseloadsPart:
+        return caseloads_part(app, partitions, _limit(request.query))
+
+    def all_caseloads(request: Any, parts: list[CaseloadsPart]) -> Answer:
+        workers, shown, truncated = merged_caseloads(parts, _limit(request.query))
+        body = {"workers": workers, "unassigned": list(shown), "truncated": truncated}
         return Answer(body, audit_pb2.CASELOAD_VIEW_CASELOADS, shown)
 
-    def worker_caseload(request: Any, worker: str) -> Answer:
+    def overdue_here(request: Any, partitions: frozenset[int]) -> OverduePart:
+        return overdue_part(app, partitions, _overdue_today(app, request), _limit(request.query))
+
+    def all_overdue(request: Any, parts: list[OverduePart]) -> Answer:
+        shown, truncated = merged_overdue(parts, _limit(request.query))
+        return _overdue_answer(parts[0].today, shown, truncated)
+
+    async def worker_caseload(request: Any, worker: str) -> Answer:
         held = queries.caseload(app, _worker(worker))
         limit = _limit(request.query)
         shown = held.case_ids[:limit]
         body = {**held.to_json(), "case_ids": list(shown), "truncated": len(held.case_ids) > limit}
         return Answer(body, audit_pb2.CASELOAD_VIEW_CASELOADS, shown)
 
-    def all_overdue(request: Any) -> Answer:
-        return _overdue(app, request, None)
+    async def worker_overdue(request: Any, worker: str) -> Answer:
+        return _worker_overdue(app, request, _worker(worker))
 
-    def worker_overdue(request: Any, worker: str) -> Answer:
-        return _overdue(app, request, _worker(worker))
-
-    def worker_contacts(request: Any, worker: str) -> Answer:
+    async def worker_contacts(request: Any, worker: str) -> Answer:
         worker = _worker(worker)
         # Contacts are counted on UTC days (the windows of ``app.contacts``): so is today.
         today = _today(request.query, datetime.now(UTC).date())
@@ -177,14 +222,20 @@ def add_views(app: CaseloadApp) -> None:
 
         return answered
 
-    app.page("/caseload/")(guarded(all_caseloads))
+    async def confirmation(view: Any, request: Any) -> Any:
+        # Asked by another process of the group (``gathering``): a yes or no, naming nothing.
+        asked = gathering.confirm(request.headers.get(PART_MARK, ""))
+        return view.json({"asked": asked}, status=200 if asked else 404, headers=ANSWER_HEADERS)
+
+    app.page("/caseload/")(guarded(gathered(CaseloadsPart, caseloads_here, all_caseloads)))
     app.page("/caseload/{worker}/")(routed(worker_caseload))
-    app.page("/overdue/")(guarded(all_overdue))
+    app.page("/overdue/")(guarded(gathered(OverduePart, overdue_here, all_overdue)))
     app.page("/overdue/{worker}/")(routed(worker_overdue))
     app.page("/contacts/{worker}/")(routed(worker_contacts))
     # Operational counters only, no case: open like the services' health checks.
     app.page("/caseload-status/")(status_page(app, readiness=False))
     app.page("/caseload-status/ready/")(status_page(app, readiness=True))
+    app.page(CONFIRMATION_PATH)(confirmation)
 
 
 def refusal(view: Any, refused: Refused) -> Any:
@@ -224,16 +275,23 @@ def status_of(app: CaseloadApp) -> dict[str, Any]:
     }
 
 
-def _overdue(app: CaseloadApp, request: Any, worker: str | None) -> Answer:
-    # A follow-up is due on the agency's calendar: overdue from the agency's next day.
-    today = _today(request.query, agency_today(app.settings.time_zone))
+def _worker_overdue(app: CaseloadApp, request: Any, worker: str) -> Answer:
+    today = _overdue_today(app, request)
     limit = _limit(request.query)
     found = queries.overdue(app, today, worker)
-    shown = found[:limit]
+    return _overdue_answer(today, found[:limit], len(found) > limit)
+
+
+def _overdue_today(app: CaseloadApp, request: Any) -> date:
+    # A follow-up is due on the agency's calendar: overdue from the agency's next day.
+    return _today(request.query, agency_today(app.settings.time_zone))
+
+
+def _overdue_answer(today: date, shown: Sequence[OverdueFollowUp], truncated: bool) -> Answer:
     body = {
         "today": today.isoformat(),
         "overdue": [o.to_json() for o in shown],
-        "truncated": len(found) > limit,
+        "truncated": truncated,
     }
     return Answer(body, audit_pb2.CASELOAD_VIEW_OVERDUE, tuple(o.case_id for o in shown))
 

@@ -1,5 +1,6 @@
 """The caseload processor's test tooling: a scenario of seven cases covering every rule (its
-events from ``tests.support.case_history``), their publication, the worker process, its HTTP
+events from ``tests.support.case_history``), their publication, the partition of a key, the
+worker process (its environment, with audit or without; whether it says it is ready), its HTTP
 views read back, and the Kafka topics it made."""
 
 from __future__ import annotations
@@ -9,22 +10,29 @@ import contextlib
 import json
 import os
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from aiokafka.partitioner import DefaultPartitioner
+
 from casetrail_platform.bus.kafka import KafkaEventPublisher
 from casetrail_platform.bus.kafka_settings import KafkaSettings
 from events.envelope import RecordedEvent
 from services.caseload.settings import CaseloadSettings
+from tests.support.audit_server import RunningAudit
 from tests.support.case_history import History
+from tests.support.identity import TestIssuer
 
 REPO = Path(__file__).resolve().parents[2]
 PARTITIONS = 3
 TODAY = datetime.now(UTC).date()
 NOW = datetime.now(UTC)
+CONVERGENCE_LIMIT = 120.0
+"""Guards against a hung test only; Faust's start-up (group join, changelog recovery) takes a
+few seconds, and the test asserts nothing about speed."""
 
 
 def ago(days: int = 0, minutes: int = 0) -> datetime:
@@ -101,13 +109,17 @@ async def publish(kafka: KafkaSettings, topic: str, records: list[RecordedEvent]
 
 
 async def answer(
-    port: int, path: str, token: str | None = None
+    port: int, path: str, token: str | None = None, headers: Mapping[str, str] | None = None
 ) -> tuple[int, dict[str, str], bytes]:
-    """The status, headers and body of the answer to a GET (with no token unless given)."""
+    """The status, headers and body of the answer to a GET (with no token unless given, and
+    ``headers``)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     authorization = "" if token is None else f"Authorization: Bearer {token}\r\n"
+    sent = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
     try:
-        writer.write(f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n{authorization}\r\n".encode())
+        writer.write(
+            f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n{authorization}{sent}\r\n".encode()
+        )
         await writer.drain()
         response = await reader.read()
     finally:
@@ -118,9 +130,12 @@ async def answer(
     return int(lines[0].split(" ", 2)[1]), headers, body
 
 
-async def get(port: int, path: str, token: str | None = None) -> tuple[int, Any]:
-    """The status and JSON body of the answer to a GET (with no token unless given)."""
-    status, _, body = await answer(port, path, token)
+async def get(
+    port: int, path: str, token: str | None = None, headers: Mapping[str, str] | None = None
+) -> tuple[int, Any]:
+    """The status and JSON body of the answer to a GET (with no token unless given, and
+    ``headers``)."""
+    status, _, body = await answer(port, path, token, headers)
     return status, json.loads(body)
 
 
@@ -173,3 +188,52 @@ async def worker_process(
                 # consumer thread, and never exits.
                 process.kill()
                 await process.wait()
+
+
+def one_per_partition(names: Iterable[str], partition: Callable[[str], int]) -> dict[int, str]:
+    """The first of ``names`` on each partition (every partition gets one)."""
+    found: dict[int, str] = {}
+    for name in names:
+        found.setdefault(partition(name), name)
+    assert len(found) == PARTITIONS, found
+    return found
+
+
+def facts_partition_of(worker: str) -> int:
+    """The worker-facts partition of ``worker``, whose key the topic serialises as JSON."""
+    return partition_of(json.dumps(worker).encode())
+
+
+def partition_of(key: bytes) -> int:
+    """The partition Kafka's default partitioner (ours and Faust's) gives ``key``."""
+    partitions = list(range(PARTITIONS))
+    return int(DefaultPartitioner()(key, partitions, partitions))
+
+
+def worker_env(
+    settings: CaseloadSettings, audit: RunningAudit, issuer: TestIssuer
+) -> dict[str, str]:
+    """The environment of a worker process for ``settings``, recording reads in ``audit``."""
+    return {
+        **os.environ,
+        "CASETRAIL_KAFKA_BOOTSTRAP": settings.kafka.bootstrap_servers,
+        "CASETRAIL_CASE_EVENTS_TOPIC": settings.topic,
+        "CASETRAIL_CASE_EVENTS_PARTITIONS": str(settings.partitions),
+        "CASETRAIL_CASELOAD_APP_ID": settings.app_id,
+        "CASETRAIL_CASELOAD_DATA_DIR": str(settings.data_dir),
+        "CASETRAIL_CASELOAD_WEB_PORT": str(settings.web_port),
+        "CASETRAIL_CASELOAD_GUARANTEE": settings.processing_guarantee,
+        "CASETRAIL_AUDIT_ADDRESS": audit.address,
+        # A worker killed -9 leaves the group after this many seconds, which a worker taking
+        # over waits out before it reads anything.
+        "CASETRAIL_CASELOAD_SESSION_TIMEOUT": "10",
+        **issuer.env(),
+    }
+
+
+async def reports_ready(port: int) -> bool:
+    """Whether the process serving on ``port`` says its tables are recovered."""
+    try:
+        return (await answer(port, "/caseload-status/ready/"))[0] == 200
+    except (OSError, ValueError, IndexError):  # not listening yet
+        return False

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import os
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
@@ -18,7 +16,6 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import DefaultPartitioner
 
 from casetrail_platform.bus.kafka_settings import KafkaSettings
 from events.catalog.access import RecordAccessDenied, RecordAccessed
@@ -32,16 +29,22 @@ from services.caseload.processor import CaseloadApp, build_app
 from services.caseload.settings import CaseloadSettings
 from tests.contract.bus_conftest import delete_topics
 from tests.integration.caseload import (
+    CONVERGENCE_LIMIT,
     PARTITIONS,
     TODAY,
     Setup,
     ago,
     answer,
     day,
+    facts_partition_of,
     get,
     internal_topics,
+    one_per_partition,
+    partition_of,
     publish,
+    reports_ready,
     scenario,
+    worker_env,
     worker_env_of,
     worker_process,
 )
@@ -51,10 +54,6 @@ from tests.support.identity import TestIssuer
 from tests.support.servers import free_port
 
 pytestmark = pytest.mark.kafka
-
-CONVERGENCE_LIMIT = 120.0
-"""Guards against a hung test only; Faust's start-up (group join, changelog recovery) takes a
-few seconds, and the test asserts nothing about speed."""
 
 
 EXPECTED_CASELOADS = {"w-ana": 3, "w-ben": 2}
@@ -228,20 +227,6 @@ async def test_a_process_is_not_ready_while_a_rebalance_restores_its_tables(
     assert watched.ready_meanwhile == 0, watched
 
 
-def one_per_partition(names: Iterable[str], partition: Callable[[str], int]) -> dict[int, str]:
-    """The first of ``names`` on each partition (every partition gets one)."""
-    found: dict[int, str] = {}
-    for name in names:
-        found.setdefault(partition(name), name)
-    assert len(found) == PARTITIONS, found
-    return found
-
-
-def facts_partition_of(worker: str) -> int:
-    """The worker-facts partition of ``worker``, whose key the topic serialises as JSON."""
-    return partition_of(json.dumps(worker).encode())
-
-
 async def test_a_ready_process_holds_no_keys_of_partitions_handed_to_another(
     setup: Setup, tmp_path: Path
 ) -> None:
@@ -296,14 +281,6 @@ async def test_a_ready_process_holds_no_keys_of_partitions_handed_to_another(
             assert {worker for worker in held.values() if contacts_of(app, worker)} == {
                 workers[p] for p in facts
             }
-
-
-async def reports_ready(port: int) -> bool:
-    """Whether the process serving on ``port`` says its tables are recovered."""
-    try:
-        return (await answer(port, "/caseload-status/ready/"))[0] == 200
-    except (OSError, ValueError, IndexError):  # not listening yet
-        return False
 
 
 async def status_of(port: int, path: str, token: str | None = None) -> tuple[int, dict[str, str]]:
@@ -381,27 +358,6 @@ async def test_the_worker_process_serves_the_tables_over_http_recording_each_rea
     assert seen["audit_down"][1]["reason"] == "AUDIT_UNAVAILABLE"
 
 
-def worker_env(
-    settings: CaseloadSettings, audit: RunningAudit, issuer: TestIssuer
-) -> dict[str, str]:
-    """The environment of a worker process for ``settings``, recording reads in ``audit``."""
-    return {
-        **os.environ,
-        "CASETRAIL_KAFKA_BOOTSTRAP": settings.kafka.bootstrap_servers,
-        "CASETRAIL_CASE_EVENTS_TOPIC": settings.topic,
-        "CASETRAIL_CASE_EVENTS_PARTITIONS": str(settings.partitions),
-        "CASETRAIL_CASELOAD_APP_ID": settings.app_id,
-        "CASETRAIL_CASELOAD_DATA_DIR": str(settings.data_dir),
-        "CASETRAIL_CASELOAD_WEB_PORT": str(settings.web_port),
-        "CASETRAIL_CASELOAD_GUARANTEE": settings.processing_guarantee,
-        "CASETRAIL_AUDIT_ADDRESS": audit.address,
-        # A worker killed -9 leaves the group after this many seconds, which a worker taking
-        # over waits out before it reads anything.
-        "CASETRAIL_CASELOAD_SESSION_TIMEOUT": "10",
-        **issuer.env(),
-    }
-
-
 async def served(
     env: dict[str, str], port: int, tmp_path: Path, issuer: TestIssuer, audit: RunningAudit
 ) -> dict[str, Any]:
@@ -474,12 +430,6 @@ async def served(
             pass
     seen["log_tail"] = log_path.read_text(errors="replace")[-5000:]
     return seen
-
-
-def partition_of(key: bytes) -> int:
-    """The partition Kafka's default partitioner (ours and Faust's) gives ``key``."""
-    partitions = list(range(PARTITIONS))
-    return int(DefaultPartitioner()(key, partitions, partitions))
 
 
 async def test_a_fact_for_a_worker_on_another_partition_commits_with_its_case_event(

@@ -18,7 +18,7 @@ from events.catalog.access import AccessPurpose, RecordAccessDenied, RecordAcces
 from services.caseload.access import Caller, CaseloadGate, Refused
 from services.caseload.recording import CASES_PER_CALL, CLIENT_NAME, AccessRecorder
 from tests.support.audit_server import RunningAudit, audit_server
-from tests.support.caseload import recovered
+from tests.support.caseload import assigned, recovered
 from tests.support.identity import TestIssuer
 from tests.support.servers import free_port
 
@@ -259,6 +259,7 @@ def served(tmp_path: Path, issuer: TestIssuer) -> Served:
         audit_address="127.0.0.1:1",
     )
     app = build_app(settings)
+    assigned((app, range(settings.partitions)))  # alone in its group
     held = {f"case-{n:04d}": {"follow_up_due": "2030-01-01"} for n in range(250)}
     app.held_cases = {
         held_key(worker, case_id): entry

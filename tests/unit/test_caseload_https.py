@@ -26,7 +26,7 @@ from services.caseload.processor import build_app
 from services.caseload.routing import FORWARDED_MARK
 from services.caseload.settings import CaseloadSettings, require_https_beyond_loopback
 from tests.k8s.tools import REPO
-from tests.support.caseload import recovered
+from tests.support.caseload import assigned, recovered
 from tests.support.certificates import Certificates
 from tests.support.identity import TestIssuer
 from tests.support.servers import free_port
@@ -588,3 +588,138 @@ def test_a_view_is_a_get_or_head_without_a_body() -> None:
         with pytest.raises(Refused) as refused:
             require_a_plain_read(make_mocked_request(method, "/caseload/w-ana/"))
         assert (refused.value.status, refused.value.code) == (405, "METHOD_NOT_ALLOWED")
+
+
+def _gathering_group(
+    tmp_path: Path, issuer: TestIssuer, certificates: Certificates
+) -> tuple[Worker, Worker]:
+    """``asked`` and ``owner`` in one group over HTTPS: ``asked`` holds partition 0 (w-ben's
+    case-2 and the unassigned u-2), ``owner`` the others (w-ana's case-1 and u-1)."""
+    from services.caseload.domain import UNASSIGNED, held_key
+
+    env = _https_env(tmp_path, issuer, certificates)
+    asked, owner = _serving_worker(tmp_path, "asked", env), _serving_worker(tmp_path, "owner", env)
+    asked.app.held_cases = {
+        held_key("w-ben", "case-2"): {"follow_up_due": "2030-01-10"},
+        held_key(UNASSIGNED, "u-2"): {"follow_up_due": None},
+    }
+    owner.app.held_cases = {
+        held_key("w-ana", "case-1"): {"follow_up_due": "2029-12-01"},
+        held_key(UNASSIGNED, "u-1"): {"follow_up_due": None},
+    }
+    every = range(asked.app.settings.partitions)
+    assigned((asked.app, [0]), (owner.app, every[1:]))
+    return asked, owner
+
+
+async def _https_get(port: int, path: str, ca: Path, headers: Mapping[str, str]) -> tuple[int, Any]:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(
+            f"https://localhost:{port}{path}",
+            headers=headers,
+            ssl=ssl.create_default_context(cafile=str(ca)),
+        ) as answer,
+    ):
+        return answer.status, json.loads(await answer.text())
+
+
+async def test_an_all_worker_view_is_gathered_from_every_process_and_recorded_once(
+    tmp_path: Path, issuer: TestIssuer, certificates: Certificates
+) -> None:
+    """Each process answered ``/caseload/`` and ``/overdue/`` from its own partitions, 200 and
+    ``truncated: false`` (review rev-chart). Now the process asked adds every other process's
+    part, had over the deployment's TLS as a per-worker view is, and records the cases its
+    answer names, once; the parts record nothing."""
+    asked, owner = _gathering_group(tmp_path, issuer, certificates)
+    ca = tmp_path / "ca.crt"
+    token = {"Authorization": f"Bearer {issuer.mint('james.liu', 'auditor')}"}
+    async with _serving(asked, owner):
+        caseloads = await _https_get(asked.port, "/caseload/", ca, token)
+        first = await _https_get(owner.port, "/caseload/?limit=1", ca, token)
+        overdue = await _https_get(owner.port, "/overdue/?today=2030-02-01&limit=1", ca, token)
+    assert caseloads == (
+        200,
+        {"workers": {"w-ana": 1, "w-ben": 1}, "unassigned": ["u-1", "u-2"], "truncated": False},
+    )
+    assert first == (
+        200,
+        {"workers": {"w-ana": 1, "w-ben": 1}, "unassigned": ["u-1"], "truncated": True},
+    )
+    assert overdue[0] == 200, overdue
+    assert [o["case_id"] for o in overdue[1]["overdue"]] == ["case-1"]  # the oldest of both
+    assert overdue[1]["truncated"] is True
+    assert asked.recorded == [("u-1", "u-2")]
+    assert owner.recorded == [("u-1",), ("case-1",)]
+
+
+async def test_a_part_is_answered_only_to_the_process_of_the_group_that_asked_for_it(
+    tmp_path: Path, issuer: TestIssuer, certificates: Certificates
+) -> None:
+    """A part is no read of its own (the process asked records the view's), so it must be no
+    way around the record: a caller sending the marks of a part, a nonce guessed or taken from
+    a part already answered, or naming a process that is none of the group, gets 403
+    PART_NOT_ASKED and nothing is recorded."""
+    from services.caseload.gathering import ASKER, PART_MARK
+
+    asked, owner = _gathering_group(tmp_path, issuer, certificates)
+    ca = tmp_path / "ca.crt"
+    token = {"Authorization": f"Bearer {issuer.mint('james.liu', 'auditor')}"}
+    sent: list[dict[str, str]] = []
+    ask = asked.app.router.ask
+
+    async def noting(process: URL, view: URL, headers: Mapping[str, str], **options: Any) -> Any:
+        sent.append(dict(headers))
+        return await ask(process, view, headers, **options)
+
+    asked.app.router.ask = noting
+    asker = str(asked.app.conf.canonical_url)
+    async with _serving(asked, owner):
+        assert (await _https_get(asked.port, "/caseload/", ca, token))[0] == 200
+        [part] = sent
+        assert part[ASKER] == asker
+        assert part["Authorization"] == token["Authorization"]
+        asked.recorded.clear()
+        refusals = [
+            await _https_get(owner.port, "/caseload/", ca, {**token, **marks})
+            for marks in (
+                {PART_MARK: part[PART_MARK], ASKER: asker},  # answered already
+                {PART_MARK: "guessed", ASKER: asker},
+                {PART_MARK: "guessed", ASKER: str(owner.app.conf.canonical_url)},
+                {PART_MARK: "guessed", ASKER: "http://127.0.0.1:1"},
+                {FORWARDED_MARK: "1"},
+            )
+        ]
+        anonymous = await _https_get(owner.port, "/overdue/", ca, {PART_MARK: "x", ASKER: asker})
+    for status, body in refusals:
+        assert (status, body["reason"]) == (403, "PART_NOT_ASKED"), body
+    assert anonymous[0] == 401  # the token is verified all the same
+    assert asked.recorded == owner.recorded == []
+
+
+@pytest.mark.parametrize("trouble", ["gone", "not ready", "a rebalance", "a partition unheld"])
+async def test_an_all_worker_view_without_every_partitions_part_is_refused(
+    tmp_path: Path, issuer: TestIssuer, certificates: Certificates, trouble: str
+) -> None:
+    """A part of the view is never shown as if it were all: a process out of reach or not
+    ready, parts read under different assignments (a partition counted twice) or a partition
+    nobody holds make the view 503 OWNER_UNAVAILABLE, nothing recorded."""
+    asked, owner = _gathering_group(tmp_path, issuer, certificates)
+    every = range(asked.app.settings.partitions)
+    if trouble == "gone":  # nothing listens where the assignment puts the other process
+        assigned((asked.app, [0]), (f"http://127.0.0.1:{free_port()}", every[1:]))
+    elif trouble == "not ready":
+        owner.app.readiness.rebalance_started()
+    elif trouble == "a rebalance":  # the owner was given partition 0 too, the asked not yet
+        assigned((asked.app, [0]), (owner.app, every), told=[owner.app])
+    else:
+        assigned((asked.app, [0]), (owner.app, every[1:-1]))
+    token = {"Authorization": f"Bearer {issuer.mint('james.liu', 'auditor')}"}
+    async with _serving(asked, owner):
+        answers = [
+            await _https_get(asked.port, path, tmp_path / "ca.crt", token)
+            for path in ("/caseload/", "/overdue/")
+        ]
+    for status, body in answers:
+        assert (status, body["reason"]) == (503, "OWNER_UNAVAILABLE"), body
+    assert asked.recorded == owner.recorded == []
