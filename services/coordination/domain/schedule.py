@@ -3,7 +3,7 @@ overlap rule: the client cannot be in two places at once."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
@@ -77,10 +77,16 @@ class Schedule:
     services: dict[str, Service]
 
     def conflict(
-        self, starts_at: datetime, ends_at: datetime, ignore: str | None = None
+        self,
+        starts_at: datetime,
+        ends_at: datetime,
+        ignore: str | None = None,
+        shown: Callable[[Service], bool] = lambda service: True,
     ) -> Service | None:
         """The earliest service overlapping the slot that is scheduled or took place there (a
-        delivered one keeps its slot: two services claimed for one hour of the client), if any."""
+        delivered one keeps its slot: two services claimed for one hour of the client), if any;
+        the earliest of those ``shown`` to the caller first: a refusal naming a hidden one when
+        a shown one overlaps too would tell that the hidden one is there, and near when."""
         clashing = [
             service
             for service in self.services.values()
@@ -88,7 +94,9 @@ class Schedule:
             and service.service_id != ignore
             and service.overlaps(starts_at, ends_at)
         ]
-        return min(clashing, key=lambda service: service.starts_at, default=None)
+        return min(
+            clashing, key=lambda service: (not shown(service), service.starts_at), default=None
+        )
 
     def copy(self) -> Schedule:
         """A copy for a reader to keep: the kept schedule changes with the next command."""

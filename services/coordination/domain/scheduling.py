@@ -398,7 +398,7 @@ def _require_free(
     """``case_id``: the case the command is about (a conflict with another case's service
     names none of it); ``shown``: the services the caller is shown, whose slot alone a
     conflict tells (``errors.schedule_conflict``)."""
-    other = schedule.conflict(starts_at, ends_at, ignore)
+    other = schedule.conflict(starts_at, ends_at, ignore, shown=shown.shows)
     if other is not None:
         raise errors.schedule_conflict(
             case_id,

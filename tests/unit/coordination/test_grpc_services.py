@@ -509,6 +509,38 @@ async def test_a_clash_tells_no_slot_of_a_service_withheld_from_the_caller(
     assert refusal.metadata["conflicting_starts_at"] == TUESDAY_10.isoformat()
 
 
+async def test_a_clash_with_a_shown_and_a_withheld_service_names_the_shown_one(
+    stub: Stub, intake: IntakeFeed, store: SqliteEventStore
+) -> None:
+    # A slot overlapping a service the coordinator's schedule shows and, earlier, one it
+    # withholds: the refusal names the shown one. It named the earliest, as "one you are not
+    # shown", telling of a withheld service between the slot's start and the shown one's.
+    await intake.open_case("case-1", "client-1", [NeedCategory.SUBSTANCE_USE, *NEEDS])
+    await carried_by(store, "case-1")
+    await intake.policy_told_assigned("case-1", CASE_MANAGER, "team-east")
+    await stub.ScheduleService(
+        schedule_request("case-1", "addiction_counseling", TUESDAY_10, provider=COUNSELING_CENTRE)
+    )
+    eleven = TUESDAY_10 + timedelta(hours=1)
+    care = await stub.ScheduleService(
+        schedule_request("case-1", "home_care", eleven, provider=HOME_CARE_CO)
+    )
+
+    quarter_to = TUESDAY_10 + timedelta(minutes=45)
+    refusal = await refused(
+        stub.ScheduleService(
+            schedule_request(
+                "case-1", "physical_therapy", quarter_to, provider=PT_CLINIC, role="coordinator"
+            )
+        )
+    )
+
+    assert refusal.rule == "SCHEDULE_CONFLICT"
+    assert refusal.metadata["conflicting_service_id"] == care.service_id
+    assert refusal.metadata["conflicting_starts_at"] == eleven.isoformat()
+    assert "not shown" not in refusal.message
+
+
 async def test_a_clash_never_names_the_sensitive_kind_asked_either(
     stub: Stub, intake: IntakeFeed, store: SqliteEventStore
 ) -> None:
