@@ -4,7 +4,7 @@ corrected date."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import grpc
 import pytest
@@ -21,6 +21,7 @@ from tests.support.cases import key
 
 pytestmark = pytest.mark.asyncio(loop_scope="package")
 
+DPO = Person("dpo-erin-walsh", "supervisor")
 RIGHT = "1950-03-14"
 WRONG = "1995-03-14"  # intake typed 95 for 50: a client of 76 or so recorded as about 31
 
@@ -148,6 +149,76 @@ async def test_a_wrong_date_of_birth_is_corrected_and_eligibility_rests_on_it(
 
     assert await born(before_correction) == WRONG
     assert await born(datetime.now(UTC)) == RIGHT
+
+
+async def test_the_clients_own_commands_are_not_dated_before_what_they_follow(
+    casetrail: Casetrail,
+) -> None:
+    """A correction dated before the registration and a hold's release dated before the hold
+    was placed are refused naming ``context.occurred_at``, nothing written: accepted, audit's
+    client record as it happened (``basis`` occurred, which folds by the moments stated)
+    showed the wrong date of birth and the released hold in force for good, while intake's
+    record and audit's as recorded had the corrected date and no hold."""
+    stubs = casetrail.stubs
+    case = await new_case(casetrail, "home_care", born=WRONG)
+    before = datetime.now(UTC) - timedelta(days=30)  # before the registration
+
+    def correcting(at: datetime | None) -> intake_pb2.CorrectClientDateOfBirthRequest:
+        return intake_pb2.CorrectClientDateOfBirthRequest(
+            context=command(key(), at=at),
+            client_id=case.client_id,
+            date_of_birth=RIGHT,
+            reason="Identity card seen",
+        )
+
+    with pytest.raises(grpc.aio.AioRpcError) as backdated:
+        await stubs.as_(COORDINATOR).intake.CorrectClientDateOfBirth(correcting(before))
+    assert backdated.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    [(field, problem)] = refusal_of(backdated.value).field_violations.items()
+    assert field == "context.occurred_at"
+    assert f"must not be before client {case.client_id} was registered" in problem
+    await stubs.as_(COORDINATOR).intake.CorrectClientDateOfBirth(correcting(None))
+
+    held = await stubs.as_(DPO).intake.PlaceRetentionHold(
+        intake_pb2.PlaceRetentionHoldRequest(
+            context=command(key()), client_id=case.client_id, legal_basis="Court order 12/345"
+        )
+    )
+
+    def releasing(at: datetime | None) -> intake_pb2.ReleaseRetentionHoldRequest:
+        return intake_pb2.ReleaseRetentionHoldRequest(
+            context=command(key(), at=at),
+            client_id=case.client_id,
+            hold_id=held.hold_id,
+            reason="Proceedings ended",
+        )
+
+    with pytest.raises(grpc.aio.AioRpcError) as released_early:
+        await stubs.as_(DPO).intake.ReleaseRetentionHold(releasing(before))
+    assert released_early.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    [(field, problem)] = refusal_of(released_early.value).field_violations.items()
+    assert field == "context.occurred_at"
+    assert f"must not be before retention hold {held.hold_id} was placed" in problem
+    await stubs.as_(DPO).intake.ReleaseRetentionHold(releasing(None))
+
+    async def client_on(basis: audit_pb2.TimeBasis.ValueType) -> audit_pb2.CaseState:
+        audit = stubs.as_(AUDITOR).audit
+        answer: audit_pb2.GetCaseStateAsOfResponse = await audit.GetCaseStateAsOf(
+            audit_pb2.GetCaseStateAsOfRequest(
+                context=query("confidentiality_review"), case_id=case.case_id, basis=basis
+            )
+        )
+        return answer.state
+
+    await eventually(
+        lambda: client_on(audit_pb2.TIME_BASIS_RECORDED),
+        lambda state: state.client_date_of_birth == RIGHT and not state.client_retention_hold_ids,
+        what="audit to hold the correction and the release",
+        patience=casetrail.patience,
+    )
+    as_it_happened = await client_on(audit_pb2.TIME_BASIS_OCCURRED)
+    assert as_it_happened.client_date_of_birth == RIGHT
+    assert list(as_it_happened.client_retention_hold_ids) == []
 
 
 async def test_a_worker_with_no_part_in_the_client_may_not_correct(casetrail: Casetrail) -> None:

@@ -70,7 +70,9 @@ async def correct_date_of_birth(
             SOURCE,
             context,
             client_stream(correction.client_id),
-            lambda history: decide_correction(history, correction, cases_closed),
+            lambda history: decide_correction(
+                history, correction, cases_closed, occurred_at=context.moment()
+            ),
         )
     return recorded_of(correction.client_id, recorded)
 

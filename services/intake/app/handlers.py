@@ -499,7 +499,7 @@ async def place_retention_hold(
         SOURCE,
         context,
         client_stream(command.client_id),
-        lambda history: decide_hold(history, hold),
+        lambda history: decide_hold(history, hold, occurred_at=context.moment()),
     )
     first = recorded[0].event if recorded else hold
     assert isinstance(first, RetentionHoldPlaced)
@@ -522,7 +522,13 @@ async def release_retention_hold(
         SOURCE,
         context,
         client_stream(command.client_id),
-        lambda history: decide_release(history, command.client_id, command.hold_id, command.reason),
+        lambda history: decide_release(
+            history,
+            command.client_id,
+            command.hold_id,
+            command.reason,
+            occurred_at=context.moment(),
+        ),
     )
     return recorded_of(command.client_id, recorded)
 
@@ -560,7 +566,7 @@ async def erase_client(
             SOURCE,
             context,
             client_stream(command.client_id),
-            lambda history: decide_erasure(history, erasure, today),
+            lambda history: decide_erasure(history, erasure, today, occurred_at=context.moment()),
         )
     erased = next((r.event for r in recorded if isinstance(r.event, ClientErased)), None)
     if erased is None:

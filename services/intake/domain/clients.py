@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import date
+from dataclasses import dataclass, replace
+from datetime import date, datetime
 
-from casetrail_platform.commands import AlreadyExists, InvalidCommand
+from casetrail_platform.commands import AlreadyExists, InvalidCommand, require_not_before
 from events.catalog.base import CaseEvent
 from events.catalog.clients import ClientDateOfBirthCorrected, ClientRegistered
 from events.envelope import EventMetadata, RecordedEvent
@@ -27,6 +27,24 @@ class ClientRecord:
     registered: EventMetadata
     position: int
     version: int
+    corrected_at: datetime | None = None
+    """When the latest correction happened (as its command stated it); None: never corrected."""
+
+    def require_in_order(self, occurred_at: datetime | None) -> None:
+        """A correction of the record happens after the registration and the latest correction.
+        Stated as happening before, it would put the client's history out of order for good:
+        audit's client record as it happened (``basis`` occurred) would fold the date it
+        corrects after it, and show that one. ``occurred_at``: the command's moment
+        (``CommandContext.moment``); ``None``: not known, not checked."""
+        client_id = self.registration.client_id
+        require_not_before(
+            occurred_at, f"client {client_id} was registered", self.registered.occurred_at
+        )
+        require_not_before(
+            occurred_at,
+            f"the date of birth of client {client_id} was last corrected",
+            self.corrected_at,
+        )
 
 
 def client_from(history: Sequence[RecordedEvent]) -> ClientRecord | None:
@@ -37,12 +55,16 @@ def client_from(history: Sequence[RecordedEvent]) -> ClientRecord | None:
                 recorded.event, recorded.metadata, recorded.position, recorded.sequence
             )
         elif record is not None and isinstance(recorded.event, ClientDateOfBirthCorrected):
-            corrected = record.registration.updated(date_of_birth=recorded.event.date_of_birth)
-            record = ClientRecord(corrected, record.registered, record.position, recorded.sequence)
-        elif record is not None:
-            record = ClientRecord(
-                record.registration, record.registered, record.position, recorded.sequence
+            record = replace(
+                record,
+                registration=record.registration.updated(
+                    date_of_birth=recorded.event.date_of_birth
+                ),
+                version=recorded.sequence,
+                corrected_at=recorded.metadata.occurred_at,
             )
+        elif record is not None:
+            record = replace(record, version=recorded.sequence)
     return record
 
 

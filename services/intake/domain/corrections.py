@@ -9,7 +9,7 @@ the correction is a new event, and the record reads the corrected date from it o
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import date
+from datetime import date, datetime
 
 from casetrail_platform.ages import age_on
 from casetrail_platform.commands import InvalidCommand, NotFound, RuleBroken
@@ -40,13 +40,20 @@ def check_corrected_date_of_birth(date_of_birth: date | None, today: date) -> No
 
 
 def decide_correction(
-    history: Sequence[RecordedEvent], correction: ClientDateOfBirthCorrected, cases_closed: bool
+    history: Sequence[RecordedEvent],
+    correction: ClientDateOfBirthCorrected,
+    cases_closed: bool,
+    *,
+    occurred_at: datetime | None,
 ) -> list[CaseEvent]:
-    """``cases_closed``: the client has cases and every one of them is closed."""
+    """``cases_closed``: the client has cases and every one of them is closed.
+    ``occurred_at``: when the correction was made (as the command states it, else now), not
+    before the registration nor the latest correction (``ClientRecord.require_in_order``)."""
     client = client_from(history)
     if client is None:
         raise NotFound("client", correction.client_id)
     require_not_erased(client_record(history).erased)
+    client.require_in_order(occurred_at)
     if cases_closed:
         raise RuleBroken(
             CLIENT_CASES_CLOSED,

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 
-from casetrail_platform.commands import InvalidCommand, NotFound, RuleBroken
+from casetrail_platform.commands import InvalidCommand, NotFound, RuleBroken, require_not_before
 from events.catalog.base import CaseEvent
-from events.catalog.clients import ClientRegistered
+from events.catalog.clients import ClientDateOfBirthCorrected, ClientRegistered
 from events.catalog.erasure import ClientErased, RetentionHoldPlaced, RetentionHoldReleased
 from events.envelope import RecordedEvent
 from events.errors import FieldProblem
@@ -29,26 +29,46 @@ HOLD_ALREADY_RELEASED = "RETENTION_HOLD_ALREADY_RELEASED"
 
 @dataclass(slots=True)
 class ClientRecord:
-    registered: bool = False
+    registered_at: datetime | None = None
+    """When the client was registered (as its command stated it); None: no client."""
     holds: dict[str, RetentionHoldPlaced] = field(default_factory=dict)
     """Holds in force, by id, in the order they were placed."""
+    placed_at: dict[str, datetime] = field(default_factory=dict)
+    """When each hold in force was placed, by id."""
     released: set[str] = field(default_factory=set)
     erased: ClientErased | None = None
+    last_change: str = ""
+    """What ``changed_at`` is the moment of, in words: the latest change of the record."""
+    changed_at: datetime | None = None
+    """The latest moment the record's events state (registration, corrections, holds)."""
+
+    def changed(self, what: str, at: datetime) -> None:
+        if self.changed_at is None or at >= self.changed_at:
+            self.last_change, self.changed_at = what, at
 
 
 def client_record(history: Sequence[RecordedEvent]) -> ClientRecord:
     record = ClientRecord()
     for recorded in history:
         event = recorded.event
+        if isinstance(event, ClientErased):
+            record.erased = event
+            continue
+        at = recorded.metadata.occurred_at
         if isinstance(event, ClientRegistered):
-            record.registered = True
+            record.registered_at = at
+            record.changed(f"client {event.client_id} was registered", at)
+        elif isinstance(event, ClientDateOfBirthCorrected):
+            record.changed(f"the date of birth of client {event.client_id} was corrected", at)
         elif isinstance(event, RetentionHoldPlaced):
             record.holds[event.hold_id] = event
+            record.placed_at[event.hold_id] = at
+            record.changed(f"retention hold {event.hold_id} was placed", at)
         elif isinstance(event, RetentionHoldReleased):
             record.holds.pop(event.hold_id, None)
+            record.placed_at.pop(event.hold_id, None)
             record.released.add(event.hold_id)
-        elif isinstance(event, ClientErased):
-            record.erased = event
+            record.changed(f"retention hold {event.hold_id} was released", at)
     return record
 
 
@@ -64,17 +84,29 @@ def require_not_erased(erased: ClientErased | None) -> None:
         )
 
 
-def decide_hold(history: Sequence[RecordedEvent], hold: RetentionHoldPlaced) -> list[CaseEvent]:
+def decide_hold(
+    history: Sequence[RecordedEvent], hold: RetentionHoldPlaced, *, occurred_at: datetime | None
+) -> list[CaseEvent]:
+    """``occurred_at``: when the hold was placed (as the command states it, else now), not
+    before the client was registered."""
     record = _registered(history, hold.client_id)
     require_not_erased(record.erased)
     if hold.hold_id in record.holds:
         return []
+    require_not_before(occurred_at, f"client {hold.client_id} was registered", record.registered_at)
     return [hold]
 
 
 def decide_release(
-    history: Sequence[RecordedEvent], client_id: str, hold_id: str, reason: str | None
+    history: Sequence[RecordedEvent],
+    client_id: str,
+    hold_id: str,
+    reason: str | None,
+    *,
+    occurred_at: datetime | None,
 ) -> list[CaseEvent]:
+    """``occurred_at``: when the hold was released (as the command states it, else now), not
+    before it was placed: audit's client record as it happened would show it still in force."""
     record = _registered(history, client_id)
     # A hold whose ``until`` had passed let the erasure through unreleased: releasing it now
     # would record more about a person the agency has forgotten.
@@ -87,6 +119,9 @@ def decide_release(
         )
     if hold_id not in record.holds:
         raise NotFound("retention hold", hold_id)
+    require_not_before(
+        occurred_at, f"retention hold {hold_id} was placed", record.placed_at[hold_id]
+    )
     return [RetentionHoldReleased(client_id=client_id, hold_id=hold_id, reason=reason)]
 
 
@@ -113,9 +148,17 @@ def holds_in_force(record: ClientRecord, today: date) -> list[RetentionHoldPlace
 
 
 def decide_erasure(
-    history: Sequence[RecordedEvent], erasure: ClientErased, today: date
+    history: Sequence[RecordedEvent],
+    erasure: ClientErased,
+    today: date,
+    *,
+    occurred_at: datetime | None,
 ) -> list[CaseEvent]:
-    """``today``: the server's day (never the caller's stated moment, which may be backdated)."""
+    """``today``: the server's day (never the caller's stated moment, which may be backdated),
+    which the holds' ends are checked on. ``occurred_at``: when the erasure happened (as the
+    command states it, else now), not before the latest change of the client's record: it
+    ends the record, and audit's client record as it happened would show the client erased
+    while still being corrected or held."""
     record = _registered(history, erasure.client_id)
     if record.erased is not None:
         return []
@@ -130,11 +173,12 @@ def decide_erasure(
             hold_id=hold.hold_id,
             until="" if hold.until is None else hold.until.isoformat(),
         )
+    require_not_before(occurred_at, record.last_change, record.changed_at)
     return [erasure]
 
 
 def _registered(history: Sequence[RecordedEvent], client_id: str) -> ClientRecord:
     record = client_record(history)
-    if not record.registered:
+    if record.registered_at is None:
         raise NotFound("client", client_id)
     return record

@@ -272,9 +272,10 @@ def test_a_hold_whose_until_has_passed_no_longer_forbids_erasure() -> None:
     history = [recorded(event, "client-c1", n) for n, event in enumerate(events, start=1)]
     erasure = ClientErased(client_id="c1", case_ids=(), request_reference="dms://dsr/1")
     with pytest.raises(RuleBroken) as refused:
-        decide_erasure(history, erasure, today=until)  # the obligation's last day
+        decide_erasure(history, erasure, today=until, occurred_at=None)  # its last day
     assert refused.value.details["hold_id"] == "h1"
-    assert decide_erasure(history, erasure, today=until + timedelta(days=1)) == [erasure]
+    after = until + timedelta(days=1)
+    assert decide_erasure(history, erasure, today=after, occurred_at=None) == [erasure]
 
 
 async def test_a_hold_cannot_be_placed_already_ended(intake: Intake) -> None:
@@ -352,7 +353,7 @@ def test_a_hold_is_not_released_after_the_erasure() -> None:
     history = [recorded(event, "client-c1", n) for n, event in enumerate(events, start=1)]
     for reason in (None, "proceedings closed"):
         with pytest.raises(RuleBroken) as refused:
-            decide_release(history, "c1", "h1", reason)
+            decide_release(history, "c1", "h1", reason, occurred_at=None)
         assert refused.value.rule == CLIENT_ERASED
 
 
