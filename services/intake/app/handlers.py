@@ -79,6 +79,7 @@ from services.intake.domain.cases import (
     decide_reopening,
 )
 from services.intake.domain.clients import (
+    acknowledged_before,
     check_date_of_birth,
     client_from,
     client_stream,
@@ -148,7 +149,7 @@ async def register_client(
         await directory.refresh()
         earlier = await recorded_before(store, SOURCE, context)
         if earlier is not None:
-            return await _first_registration(directory, earlier)
+            return await _first_registration(store, directory, earlier)
         found = (await directory.candidates(probe_of(registration))).candidates
         recorded = await execute(
             store,
@@ -165,15 +166,37 @@ async def register_client(
 
 
 async def _first_registration(
-    directory: ClientDirectory, earlier: Sequence[RecordedEvent]
+    store: EventStore, directory: ClientDirectory, earlier: Sequence[RecordedEvent]
 ) -> Registration:
-    """A retry answers as the first attempt did: its candidates were those registered before."""
+    """A retry answers as the first attempt did: the clients its registration records the
+    person is not, as their records stood before it (``acknowledged_before``), whatever
+    corrections have made of them since. A registration stored before it recorded them
+    (``_records_whom_not``) is answered by the search, among the clients registered before."""
     first = earlier[0]
-    assert isinstance(first.event, ClientRegistered)
-    found = await directory.candidates(
-        probe_of(first.event), excluding=first.event.client_id, registered_before=first.position
-    )
-    return Registration(recorded_of(first.event.client_id, earlier), found.candidates)
+    registration = first.event
+    assert isinstance(registration, ClientRegistered)
+    answer = recorded_of(registration.client_id, earlier)
+    probe = probe_of(registration)
+    if not _records_whom_not(first):
+        found = await directory.candidates(
+            probe, excluding=registration.client_id, registered_before=first.position
+        )
+        return Registration(answer, found.candidates)
+    acknowledged = [
+        acknowledged_before(
+            probe, await store.read_stream(client_stream(client_id)), first.position
+        )
+        for client_id in registration.confirmed_not_duplicate_of
+    ]
+    return Registration(answer, tuple(found for found in acknowledged if found is not None))
+
+
+def _records_whom_not(registration: RecordedEvent) -> bool:
+    """Whether ``registration`` was stored recording whom the person is not
+    (``confirmed_not_duplicate_of``, since ``ClientRegistered`` v2): a v1 one reads as
+    confirming no one, whoever its first attempt acknowledged."""
+    stored = registration.stored_form
+    return stored is None or stored.schema_version >= 2
 
 
 def opening_of(context: CommandContext, command: OpenCase) -> CaseOpened:

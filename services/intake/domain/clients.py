@@ -11,8 +11,9 @@ from events.catalog.base import CaseEvent
 from events.catalog.clients import ClientDateOfBirthCorrected, ClientRegistered
 from events.envelope import EventMetadata, RecordedEvent
 from events.errors import FieldProblem
+from services.intake.domain.erasure import client_record
 from services.intake.domain.errors import PossibleDuplicateClient
-from services.intake.domain.matching import DuplicateCandidate, Probe
+from services.intake.domain.matching import DuplicateCandidate, KnownClient, Probe, compare
 
 
 def client_stream(client_id: str) -> str:
@@ -29,6 +30,17 @@ class ClientRecord:
     version: int
     corrected_at: datetime | None = None
     """When the latest correction happened (as its command stated it); None: never corrected."""
+
+    def known(self) -> KnownClient:
+        """The client as the duplicate check sees them."""
+        registration = self.registration
+        return KnownClient(
+            registration.client_id,
+            registration.name,
+            registration.date_of_birth,
+            registration.identifiers,
+            self.position,
+        )
 
     def require_in_order(self, occurred_at: datetime | None) -> None:
         """A correction of the record happens after the registration and the latest correction.
@@ -93,3 +105,20 @@ def decide_registration(
         raise PossibleDuplicateClient(candidates)
     others = tuple(candidate.client_id for candidate in candidates)
     return [registration.updated(confirmed_not_duplicate_of=others)]
+
+
+def acknowledged_before(
+    probe: Probe, history: Sequence[RecordedEvent], before: int
+) -> DuplicateCandidate | None:
+    """The client of ``history`` as the registration at position ``before`` found them, when it
+    recorded that ``probe``'s person is not them (``confirmed_not_duplicate_of``): their record
+    as it stood before it, matched on ``probe``. A correction committed between the first
+    attempt's search and its append passes over to the version before it, which that search
+    saw. ``None`` once the client is erased: no one anybody can be a duplicate of (the
+    directory forgets them too)."""
+    if client_record(history).erased is not None:
+        return None
+    seen = [recorded for recorded in history if recorded.position < before]
+    versions = (client_from(seen[:end]) for end in range(len(seen), 0, -1))  # latest first
+    matches = (compare(probe, record.known()) for record in versions if record is not None)
+    return next((match for match in matches if match is not None), None)
