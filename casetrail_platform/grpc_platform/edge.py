@@ -2,10 +2,10 @@
 ``casetrail_platform.limits``.
 
 One walk over the request message, whatever the service: each string is bounded and free of
-control characters (free text may hold tab, line feed and carriage return; ids and keys
-nothing), each repeated field is bounded, each timestamp lies in the plausible range, each
-day (the fields of ``DATED_FIELDS``) is written YYYY-MM-DD and lies in that range too, and each
-duration lies within protobuf's own bound. Problems name the request field as the
+control characters (C0, DEL and C1; free text may hold tab, line feed and carriage return; ids
+and keys nothing), each repeated field is bounded, each timestamp lies in the plausible range,
+each day (the fields of ``DATED_FIELDS``) is written YYYY-MM-DD and lies in that range too, and
+each duration lies within protobuf's own bound. Problems name the request field as the
 services do (``goals[0].tasks[1].description``) and never echo the value. Services then
 check their own, narrower rules.
 """
@@ -42,8 +42,11 @@ past it a duration overflows ``timedelta`` in the handler (INTERNAL instead of a
 _EARLIEST_SECONDS = int(EARLIEST_MOMENT.timestamp())
 _LATEST_SECONDS = int(LATEST_MOMENT.timestamp())
 
-_CONTROL_IN_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-_CONTROL_IN_ID = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL_IN_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_CONTROL_IN_ID = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+"""Unicode's control characters (category Cc: C0, DEL and C1), which show nothing: a C1 one
+(U+0080-U+009F, pasted from text decoded as Latin-1) in a name or identifier hid a duplicate
+client. Free text keeps tab, line feed and carriage return."""
 _ISO_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 """Exactly YYYY-MM-DD in ASCII digits: ``date.fromisoformat`` and pydantic also take other
 spellings (``20200101``, ``2020-01-01T00:00:00``, ``0``), which would slip past the range."""

@@ -107,7 +107,7 @@ async def test_an_operator_rebuilds_a_projection(tmp_path: Path) -> None:
     assert status == 0, err
     assert "rebuilt up to position" in out
     # By the name the projection goes by (renamed to be rebuilt), and the review queue too.
-    for name in ("intake.client-directory-v5", "emergency-accesses"):
+    for name in ("intake.client-directory-v6", "emergency-accesses"):
         status, out, err = await casetrail_cli("rebuild", "intake", name, *storage)
         assert status == 0, err
         assert "rebuilt up to position" in out

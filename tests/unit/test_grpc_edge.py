@@ -45,7 +45,7 @@ def _problems(message: object) -> dict[str, str]:
 # --- the bounds every request keeps ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("control", ["\x00", "\x01", "\x1b", "\x7f"])
+@pytest.mark.parametrize("control", ["\x00", "\x01", "\x1b", "\x7f", "\x80", "\x85", "\x9f"])
 def test_control_characters_in_free_text_are_refused_naming_the_field(control: str) -> None:
     request = planning_pb2.LogContactRequest(
         context=_context(), case_id="case-1", kind="home_visit", summary=f"went{control}well"
@@ -63,7 +63,7 @@ def test_free_text_keeps_tab_line_feed_and_carriage_return() -> None:
     assert _problems(request) == {}
 
 
-@pytest.mark.parametrize("control", ["\x00", "\t", "\n"])
+@pytest.mark.parametrize("control", ["\x00", "\t", "\n", "\x80", "\x9f"])
 def test_ids_and_keys_hold_no_control_characters_at_all(control: str) -> None:
     request = planning_pb2.LogContactRequest(
         context=_context(key=f"k{control}1"), case_id=f"c{control}"

@@ -40,7 +40,7 @@ async def test_every_projection_of_a_service_s_own_store_is_rebuilt_by_its_name(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """What each bootstrap feeds from its own store alone, the command rebuilds, named as the
-    projection names itself (a renamed one too: ``intake.client-directory-v5``) or as listed.
+    projection names itself (a renamed one too: ``intake.client-directory-v6``) or as listed.
     (Audit's timeline and disclosure index also take the bus: replaying the store into them
     would lose the other services' events.)"""
     own: dict[str, list[Projection]] = {}

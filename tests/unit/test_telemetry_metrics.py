@@ -80,7 +80,7 @@ async def test_the_counters_match_the_commands_sent(tmp_path: Path) -> None:
 
 
 _OWN_PROJECTIONS = {
-    ("intake", "intake.client-directory-v5"),
+    ("intake", "intake.client-directory-v6"),
     ("intake", "intake.emergency-accesses"),
     ("coordination", "assignments"),
     ("audit", "timeline-index-v2"),
@@ -100,7 +100,7 @@ async def test_each_own_store_projection_shows_how_far_it_has_got(tmp_path: Path
         ):
             request = registration()
             client = await connection.as_(RECEPTIONIST).intake.RegisterClient(request)
-            directory = (("projection", "intake.client-directory-v5"), ("service", "intake"))
+            directory = (("projection", "intake.client-directory-v6"), ("service", "intake"))
             # Sampled every 2 s: until the client's registration shows as applied.
             async with asyncio.timeout(15):
                 while True:

@@ -124,12 +124,13 @@ class MatchKeys:
 
 
 class ClientDirectoryProjection(Projection):
-    name = "intake.client-directory-v5"
+    name = "intake.client-directory-v6"
     """v2: names fold letters such as ł and ø and drop format characters (``matching.fold``);
     v3: match-key documents (``MATCH_KEYS``) for lookups by key; v4: they hold each client's
     registration position (``CANDIDATES_PER_KEY``); v5: names drop every default-ignorable
-    code point (``matching.invisible``). Each a new name, so a deployment rebuilds the
-    directory from intake's store."""
+    code point (``matching.invisible``); v6: names drop control characters but tab, line feed
+    and carriage return, and identifiers every invisible character (``matching.identifier_key``).
+    Each a new name, so a deployment rebuilds the directory from intake's store."""
     collections = (CLIENTS, MATCH_KEYS)
 
     def __init__(self, keyring: ClientKeyring | None = None) -> None:

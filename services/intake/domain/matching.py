@@ -64,12 +64,21 @@ combining class 0, which ``unicodedata.combining`` does not tell apart from lett
 Mongolian free variation selectors and the Hangul fillers (letters)."""
 
 
+_TYPED_WHITESPACE = frozenset("\t\n\r")
+"""The control characters a person types (and the edge lets through in text): whitespace."""
+
+
 def invisible(char: str) -> bool:
     """Whether ``char`` shows nothing in a text: a format character (category Cf, a zero-width
-    space pasted from a document) or another default-ignorable code point."""
+    space pasted from a document), a control character (category Cc, a C1 one from text decoded
+    as Latin-1) but tab, line feed and carriage return, or another default-ignorable code
+    point."""
     point = ord(char)
-    return unicodedata.category(char) == "Cf" or any(
-        first <= point <= last for first, last in _DEFAULT_IGNORABLE
+    category = unicodedata.category(char)
+    return (
+        category == "Cf"
+        or (category == "Cc" and char not in _TYPED_WHITESPACE)
+        or any(first <= point <= last for first, last in _DEFAULT_IGNORABLE)
     )
 
 
@@ -94,7 +103,11 @@ def name_key(name: PersonName | None, date_of_birth: date | None) -> str | None:
 
 
 def identifier_key(identifier: PersonalIdentifier) -> str:
-    return f"{identifier.scheme}{_SEPARATOR}{identifier.value}"
+    """The identifier as typed, less invisible characters: none is accepted in one now
+    (``check_matchable``), and one stored before (a zero-width space or a C1 control pasted
+    with it) would hide the client it names."""
+    value = "".join(char for char in identifier.value if not invisible(char))
+    return f"{identifier.scheme}{_SEPARATOR}{value}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,9 +129,10 @@ class Probe:
 
 def check_matchable(probe: Probe) -> None:
     """Refuse identity details that would slip past matching: a name with nothing visible in it
-    (it folds to nothing), an identifier holding an invisible character (``invisible``:
-    identifiers are matched as typed, so a zero-width space pasted with one hides the client it
-    names). The values themselves are never repeated (personal data)."""
+    (it folds to nothing), an identifier holding an invisible character (``invisible``: a
+    zero-width space or a C1 control pasted with one; matched as typed, it hid the client the
+    identifier names, and no one could type it back). The values themselves are never repeated
+    (personal data)."""
     problems: list[FieldProblem] = []
     if probe.name is not None:
         for field in ("given_names", "family_name"):
@@ -130,8 +144,8 @@ def check_matchable(probe: Probe) -> None:
             problems.append(
                 FieldProblem(
                     f"identifiers[{index}].value",
-                    "must not contain invisible characters (such as a zero-width space or a"
-                    " variation selector)",
+                    "must not contain invisible characters (such as a zero-width space, a"
+                    " variation selector or a control character)",
                 )
             )
     if problems:

@@ -222,6 +222,30 @@ async def test_bad_fields_are_invalid_argument_with_field_violations(intake: Int
     assert fields == {"name.given_names", "contact.email"}
 
 
+async def test_a_c1_control_in_a_name_or_identifier_is_refused_naming_the_field(
+    intake: Intake,
+) -> None:
+    """A C1 control (U+0080-U+009F) shows nothing: "Mar\\u0080co Bellini" registered the same
+    person again with no duplicate refusal, and an identifier with one hid the client it names
+    from FindPossibleDuplicates too. Refused at the edge, as every other control character."""
+    first = await intake.stub.RegisterClient(marco())
+    for request, field in (
+        (marco(given="Mar\u0080co", national_id=""), "name.given_names"),
+        (marco(given="Marko", birth="1941-06-03", national_id="BLLMRC41H02F205X\u0081"),
+         "identifiers[0].value"),
+    ):  # fmt: skip
+        code, status = await refusal(intake.stub.RegisterClient(request))
+        assert (code, violated_fields(status)) == (grpc.StatusCode.INVALID_ARGUMENT, [field])
+    found = await intake.stub.FindPossibleDuplicates(
+        intake_pb2.FindPossibleDuplicatesRequest(
+            context=query("auditor"),
+            name=intake_pb2.PersonName(given_names="Marco", family_name="Bellini"),
+            date_of_birth="1941-06-02",
+        )
+    )
+    assert [c.client_id for c in found.candidates] == [first.client_id]
+
+
 async def test_a_missing_idempotency_key_is_invalid_argument(intake: Intake) -> None:
     request = marco()
     request.context.idempotency_key = ""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, date, datetime, timedelta
+from uuid import uuid4
 
 import pytest
 
@@ -22,10 +23,12 @@ from casetrail_platform.policy.guard import AccessControl, AccessDenied, access_
 from casetrail_platform.projections.runner import BusProjectionHandler
 from casetrail_platform.projections.sqlite import SqliteReadModelStore
 from casetrail_platform.queries import QueryContext
+from casetrail_platform.store.port import NO_STREAM
 from casetrail_platform.store.sqlite import SqliteEventStore
 from events.catalog.access import AccessPurpose, RecordAccessDenied
 from events.catalog.base import Role
-from events.catalog.clients import ClientRegistered
+from events.catalog.clients import ClientRegistered, PersonalIdentifier, PersonName
+from events.envelope import Actor, EventMetadata, NewEvent
 from services.intake.adapters.case_closures import ClosureLog
 from services.intake.adapters.client_directory import ClientDirectory
 from services.intake.app import handlers, queries
@@ -450,6 +453,47 @@ async def test_invisible_characters_cannot_hide_a_duplicate_identifier(
     with pytest.raises(InvalidCommand) as refused:
         queries.probe_from(FindDuplicates(identifiers=(hidden,)))
     assert [v.field for v in refused.value.violations] == ["identifiers[0].value"]
+
+
+async def test_a_control_character_hides_no_duplicate(
+    store: SqliteEventStore, directory: ClientDirectory
+) -> None:
+    """A C1 control (U+0080-U+009F, category Cc) shows nothing, as a format character does:
+    in a name it folds away, in an identifier it is refused naming the field (before: "Mar\x80co
+    Bellini" registered beside Marco Bellini, and an identifier with one beside the client it
+    names, with no duplicate refusal)."""
+    first = await register(store, directory, marco(identifiers=(NATIONAL,)))
+    with pytest.raises(PossibleDuplicateClient) as refused:
+        await register(store, directory, marco(given="Mar\u0080co"))
+    assert [c.client_id for c in refused.value.candidates] == [first.recorded.subject_id]
+    hidden = IdentifierInput(scheme=NATIONAL.scheme, value=f"{NATIONAL.value}\u0081")
+    with pytest.raises(InvalidCommand) as invisible:
+        await register(store, directory, marco(given="Anna", birth=None, identifiers=(hidden,)))
+    assert [v.field for v in invisible.value.violations] == ["identifiers[0].value"]
+    with pytest.raises(InvalidCommand) as searched:
+        queries.probe_from(FindDuplicates(identifiers=(hidden,)))
+    assert [v.field for v in searched.value.violations] == ["identifiers[0].value"]
+
+
+async def test_a_client_stored_with_a_control_character_is_found_by_the_rebuilt_directory(
+    store: SqliteEventStore, directory: ClientDirectory
+) -> None:
+    """A registration stored before the edge refused C1 controls, one in its name and one in
+    its identifier: the directory (rebuilt under its new name) matches it without them."""
+    stored = ClientRegistered(
+        client_id="c-stored",
+        name=PersonName(given_names="Mar\u0080co", family_name="Bellini"),
+        date_of_birth=date(1941, 6, 2),
+        identifiers=(PersonalIdentifier(scheme=NATIONAL.scheme, value=f"{NATIONAL.value}\u0081"),),
+    )
+    metadata = EventMetadata(
+        handlers.SOURCE, Actor("reception", Role.RECEPTIONIST), datetime.now(UTC), uuid4()
+    )
+    await store.append(client_stream("c-stored"), [NewEvent(stored, metadata)], NO_STREAM)
+    for command in (marco(), marco(given="Anna", birth=None, identifiers=(NATIONAL,))):
+        with pytest.raises(PossibleDuplicateClient) as refused:
+            await register(store, directory, command)
+        assert [c.client_id for c in refused.value.candidates] == ["c-stored"]
 
 
 async def test_a_consent_and_its_revocation_are_answered_once_the_bus_has_them(

@@ -11,6 +11,7 @@ from services.intake.domain.matching import (
     candidates,
     compare,
     fold,
+    identifier_key,
     name_key,
 )
 
@@ -60,10 +61,24 @@ def probe(
         ("Giu\U000e0100lia", "giulia"),
         ("Giu\u180blia\u180f", "giulia"),
         ("\u115fGiu\u1160lia\u3164\uffa0", "giulia"),
+        # Control characters, C1 ones from text decoded as Latin-1 among them (rev-intake).
+        ("Mar\u0080co", "marco"),
+        ("\u009fMarco\u0085", "marco"),
+        ("Mar\x1fco\x7f", "marco"),
     ],
 )
 def test_fold_ignores_case_accents_and_whitespace(typed: str, folded: str) -> None:
     assert fold(typed) == folded
+
+
+def test_an_identifier_is_keyed_as_typed_less_invisible_characters() -> None:
+    """None is accepted in one now (``check_matchable``); one stored before would hide the
+    client it names."""
+    for typed in ("BLLMRC41H02F205X\u0081", "BLL\u200bMRC41H02F205X", "\x1fBLLMRC41H02F205X"):
+        stored = PersonalIdentifier(scheme=NATIONAL.scheme, value=typed)
+        assert identifier_key(stored) == identifier_key(NATIONAL)
+    spaced = PersonalIdentifier(scheme=NATIONAL.scheme, value="BLLMRC41H02 F205X")
+    assert identifier_key(spaced) != identifier_key(NATIONAL)
 
 
 def test_name_key_needs_a_date_of_birth() -> None:
