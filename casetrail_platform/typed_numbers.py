@@ -12,13 +12,13 @@ MAX_DIGITS = 18
 digits with a message naming no variable."""
 
 
-def ascii_whole_number(text: str) -> int | None:
-    """The number ``text`` spells in ASCII digits (at most ``MAX_DIGITS``), else ``None``:
+def ascii_whole_number(text: str, max_digits: int = MAX_DIGITS) -> int | None:
+    """The number ``text`` spells in ASCII digits (at most ``max_digits``), else ``None``:
     ``str.isdigit`` also holds of "²", which ``int`` then refused with "invalid literal for
     int()", naming no variable, and of "١٢", which ``int`` reads as 12; ``int`` also reads
     "7_301" as 7301 and " 7" as 7. Every whole number an operator or a caller types (settings,
     CLI arguments, web queries) is read by this one rule."""
-    if not (text.isascii() and text.isdigit()) or len(text) > MAX_DIGITS:
+    if not (text.isascii() and text.isdigit()) or len(text) > max_digits:
         return None
     return int(text)
 

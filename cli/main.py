@@ -316,7 +316,8 @@ def bounded(low: int, high: int) -> Callable[[str], int]:
     """An argparse type: a whole number from ``low`` to ``high``."""
 
     def parse(text: str) -> int:
-        number = ascii_whole_number(text)
+        # As many digits as the highest has: an int64 tree size takes 19 (2**63 - 1).
+        number = ascii_whole_number(text, max_digits=len(str(high)))
         if number is None or not low <= number <= high:
             raise argparse.ArgumentTypeError(f"must be a whole number from {low} to {high}")
         return number

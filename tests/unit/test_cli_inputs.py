@@ -25,7 +25,7 @@ from casetrail_platform.private_files import private_replacement
 from casetrail_platform.store.port import ANY_VERSION
 from casetrail_platform.store.sqlite import SqliteEventStore
 from cli.login import TOKEN_FILE, bearer_token, trusted_verifier
-from cli.main import MAX_LOGIN_HOURS, main
+from cli.main import MAX_LOGIN_HOURS, bounded, main
 from cli.tail import TAIL_CLIENT, TAIL_STREAMS, follow, tailed_services, tails_own
 from events.catalog.access import AccessPurpose, RecordAccessed, RecordSection
 from events.catalog.base import Role
@@ -98,6 +98,15 @@ def test_an_issuer_without_an_audience_is_named(
 
 
 # --- numbers and files given on the command line -------------------------------------------------
+
+
+def test_a_bounded_number_takes_as_many_digits_as_its_highest() -> None:
+    """An int64 tree size is 19 digits; the settings' rule stops at 18 (``typed_numbers``)."""
+    size = bounded(0, 2**63 - 1)
+    assert size(str(2**63 - 1)) == 2**63 - 1
+    for text in (str(2**63), "1" * 20, "\u0661"):
+        with pytest.raises(argparse.ArgumentTypeError, match="must be a whole number from 0"):
+            size(text)
 
 
 @pytest.mark.parametrize(
