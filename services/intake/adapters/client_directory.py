@@ -150,8 +150,16 @@ class ClientDirectoryProjection(Projection):
         event = recorded.event
         if isinstance(event, ClientRegistered):
             document = document_of(event, recorded.position)
+            keys = self.keys_of(document)
+            # Rebuilt under a new name, the directory finds the entry the layout before it
+            # left, with the keys that layout listed the client under: those it computes no
+            # more are taken away, or they would name the client after an erasure.
+            left = await transaction.get(CLIENTS, event.client_id)
+            if left is not None:
+                gone = [key for key in self.keys_of(left) if key not in keys]
+                await _listing(transaction, gone, left, listed=False)
             await transaction.put(CLIENTS, event.client_id, document)
-            await _listing(transaction, self.keys_of(document), document, listed=True)
+            await _listing(transaction, keys, document, listed=True)
         elif isinstance(event, ClientDateOfBirthCorrected):
             # A client is matched on the date of birth the record says now; the position stays
             # the registration's (a retried registration's candidates are those before it).
