@@ -94,6 +94,28 @@ def special_ids(message: Message, entries: str, id_field: str) -> frozenset[str]
     )
 
 
+def special_ids_within(message: Message, entries: str, id_path: str) -> frozenset[str]:
+    """``special_ids`` of a list held within messages or other lists of ``message``, as
+    ``redact`` walks to it: ``entries`` is the path of the entries' category or kind, the list
+    of entries the first list along it whose entries hold that one value through single
+    messages (``plan.goals.goal.need_category``: each of the plan's ``goals`` whose goal's
+    ``need_category`` is special data; ``previous_plans.goals.goal.need_category``: those of
+    every earlier plan), and ``id_path`` the path of an entry's id within it (``goal.goal_id``).
+    Taken before ``redact``, as ``special_ids``."""
+    found: set[str] = set()
+    _collect_special(message, entries.split("."), id_path.split("."), found)
+    return frozenset(found)
+
+
+def unlist(message: Message, lists: Mapping[str, Set[str]]) -> list[str]:
+    """``unlink`` for lists of ids (``plan.agreed_goal_ids``): each of its ids, entries withheld
+    whole (``special_ids_within``), is deleted from the list at its path, the others kept. The
+    paths withheld: every one, whatever it held, as ``unlink``'s."""
+    for path, ids in lists.items():
+        _unlist(message, path.split("."), ids)
+    return list(lists)
+
+
 def unlink(message: Message, links: Mapping[str, Set[str]]) -> list[str]:
     """Clear each field at a path of ``links`` (``services.referral_id``) that names one of its
     ids, entries withheld whole (``special_ids``): the entry is gone, and an id the answer
@@ -148,6 +170,45 @@ def _unlink(message: Message, parts: list[str], ids: Set[str]) -> None:
     children = list(value) if repeated else ([value] if message.HasField(name) else [])
     for child in children:
         _unlink(child, rest, ids)
+
+
+def _collect_special(
+    message: Message, parts: list[str], id_parts: list[str], found: set[str]
+) -> None:
+    name, rest = parts[0], parts[1:]
+    if not rest:
+        return
+    value = getattr(message, name)
+    if isinstance(value, Message):
+        if message.HasField(name):
+            _collect_special(value, rest, id_parts, found)
+        return
+    for entry in value:
+        if _special_code_at(entry, rest):
+            found.add(_text_at(entry, id_parts))
+        else:
+            _collect_special(entry, rest, id_parts, found)
+
+
+def _text_at(message: Message, parts: list[str]) -> str:
+    value: Any = message
+    for part in parts:
+        value = getattr(value, part)
+    return str(value)
+
+
+def _unlist(message: Message, parts: list[str], ids: Set[str]) -> None:
+    name, rest = parts[0], parts[1:]
+    value = getattr(message, name)
+    if not rest:
+        kept = [item for item in value if item not in ids]
+        del value[:]
+        value.extend(kept)
+        return
+    repeated = not isinstance(value, Message)
+    children = list(value) if repeated else ([value] if message.HasField(name) else [])
+    for child in children:
+        _unlist(child, rest, ids)
 
 
 def _walk(message: Message, parts: list[str], *, clear: bool, whole: bool = False) -> bool:

@@ -101,6 +101,11 @@ class StateRendering:
     where that list's category or kind sits and the entry's id field (``referrals.need_category``,
     ``referral_id``): U not entitled to special-data values is shown no field naming an entry
     withheld whole as one (``redaction.unlink``), whose id the state would list nowhere else."""
+    special_lists: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    """Lists of ids naming entries of the state's lists (``plan.agreed_goal_ids``), each with
+    where those entries' category or kind sits and their id field (``plan.goals.need_category``,
+    ``goal_id``): U not entitled to special-data values is shown none of an entry withheld whole
+    (``redaction.unlist``), as ``special_links``."""
     bound_lists: Callable[[Message], None] = lambda _: None
     """Cuts the lists that grow with the case to what one answer can carry, once what U could
     not see is cleared (counting only what U could see)."""
@@ -163,10 +168,8 @@ async def case_as_seen(
     withheld_sections: list[str] = []
     withheld_fields: list[str] = []
     # Taken before anything is withheld: the entries of special data go whole.
-    special = {
-        path: redaction.special_ids(message, entries, id_field)
-        for path, (entries, id_field) in rendering.special_links.items()
-    }
+    special = _special_ids(message, rendering.special_links)
+    special_lists = _special_ids(message, rendering.special_lists)
     if state is not None and entitlement.referral_ids is not None:
         redaction.keep_referred(message, rendering.referral_paths, entitlement.referral_ids)
     if state is not None:
@@ -187,6 +190,7 @@ async def case_as_seen(
         if not entitlement.sensitive:
             withheld_fields += redaction.redact(message, rendering.sensitive_paths)
             withheld_fields += redaction.unlink(message, special)
+            withheld_fields += redaction.unlist(message, special_lists)
     rendering.bound_lists(message)
     shown = [
         f"{rendering.field_prefix}.{path}"
@@ -203,6 +207,17 @@ async def case_as_seen(
         list(attempts.reads),
         attempts.reads_total,
     )
+
+
+def _special_ids(
+    message: Message, links: Mapping[str, tuple[str, str]]
+) -> dict[str, frozenset[str]]:
+    """For each field of ``links``, the ids of the entries it may name that are withheld whole
+    as special data (``redaction.special_ids_within``), taken before anything is withheld."""
+    return {
+        path: redaction.special_ids_within(message, entries, id_field)
+        for path, (entries, id_field) in links.items()
+    }
 
 
 async def _release(

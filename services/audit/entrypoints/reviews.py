@@ -59,6 +59,9 @@ STATE_SENSITIVE_PATHS = (
 STATE_SPECIAL_LINKS = {"services.referral_id": ("referrals.need_category", "referral_id")}
 """A service names the referral it was booked from: not one withheld whole as special data."""
 
+STATE_SPECIAL_LISTS = {"plan.agreed_goal_ids": ("plan.goals.need_category", "goal_id")}
+"""The plan lists the goals the client agreed to: not one withheld whole as special data."""
+
 
 def state_rendering(as_of: datetime) -> StateRendering:
     def render(state: CaseState) -> audit_pb2.CaseState:
@@ -73,6 +76,7 @@ def state_rendering(as_of: datetime) -> StateRendering:
         revealing_paths=STATE_REVEALING_PATHS,
         activity_paths=STATE_ACTIVITY_PATHS,
         special_links=STATE_SPECIAL_LINKS,
+        special_lists=STATE_SPECIAL_LISTS,
         bound_lists=_cut_state,
     )
 

@@ -15,6 +15,7 @@ from datetime import date, datetime
 
 from casetrail_platform.commands import AlreadyExists, NotFound, RuleBroken, require_not_before
 from casetrail_platform.limits import MAX_GOALS_PER_PLAN, MAX_PLAN_GOALS_BYTES
+from casetrail_platform.policy.redaction import is_sensitive_code
 from events.catalog.base import CaseEvent
 from events.catalog.cases import CaseClosed, DischargePlanned, DischargeReason
 from events.catalog.monitoring import ContactLogged, ProgressEvaluated
@@ -479,17 +480,18 @@ def _close(
     if facts.running_referral_ids:
         raise errors.referrals_still_running(command.case_id, facts.running_referral_ids, withheld)
     if command.reason is DischargeReason.GOALS_ACHIEVED:
-        _require_goals_achieved(record, command.case_id)
+        _require_goals_achieved(record, command.case_id, sensitive_shown)
     return CaseClosed(case_id=command.case_id, reason=command.reason, note=command.note)
 
 
-def _require_goals_achieved(record: CasePlanning, case_id: str) -> None:
+def _require_goals_achieved(record: CasePlanning, case_id: str, sensitive_shown: bool) -> None:
     """Closing for goals achieved claims the plan the client agreed to is done: there is one,
     and none of its goals is still being worked on (each was achieved, which needs the client's
     agreement to it, or dropped), at least one achieved. The plan is the current cycle's: a
     reopened case needs a new plan agreed and done, the earlier one proves nothing of why the
     client came back. Other reasons (the client moved, withdrew, died...) end a case whatever
-    its plan."""
+    its plan. Goals withheld from the caller as special data keep the closure back all the
+    same, named only to one who may see them, as ``_close``'s entries."""
     plan = record.plan
     if plan is None:
         raise errors.plan_not_drafted(case_id)
@@ -497,14 +499,8 @@ def _require_goals_achieved(record: CasePlanning, case_id: str) -> None:
         raise errors.plan_not_agreed(plan.plan_id)
     active = plan.active_goal_ids()
     if active:
-        listed = ",".join(active)
-        raise RuleBroken(
-            errors.GOALS_STILL_ACTIVE,
-            f"goals {listed} are still active; achieve or drop them before closing with"
-            f" reason {DischargeReason.GOALS_ACHIEVED.value}",
-            subject=case_id,
-            goal_ids=listed,
-        )
+        withheld = None if sensitive_shown else _special_goal_ids(plan)
+        raise errors.goals_still_active(case_id, active, withheld)
     # A plan whose every goal was dropped was given up, not done: the closure says why instead
     # (the client withdrew, moved, became independent...).
     if not any(goal.status is GoalStatus.ACHIEVED for goal in plan.goals.values()):
@@ -568,3 +564,14 @@ def _active_goal(plan: Plan, goal_id: str) -> GoalState:
     if goal.status is not GoalStatus.ACTIVE:
         raise errors.goal_not_active(goal_id, goal.status.value)
     return goal
+
+
+def _special_goal_ids(plan: Plan) -> frozenset[str]:
+    """The ids of the plan's goals whose need is special data, withheld from such a caller."""
+    return frozenset(goal_id for goal_id, goal in plan.goals.items() if _special(goal))
+
+
+def _special(goal: GoalState) -> bool:
+    """Whether the goal's need is special data (``substance_use``): a reader not entitled to
+    sensitive values is shown the plan without it (``redaction``)."""
+    return is_sensitive_code(goal.goal.need_category.value)

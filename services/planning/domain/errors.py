@@ -7,6 +7,7 @@ from datetime import date
 
 from casetrail_platform.commands import RuleBroken
 from events.catalog.assignment import COUNSELING_LICENCES
+from events.catalog.cases import DischargeReason
 from events.catalog.planning import PlanTask
 from services.planning.domain.model import StaffMember
 
@@ -59,7 +60,7 @@ def goal_not_active(goal_id: str, status: str) -> RuleBroken:
 
 UNLISTED = "special_data"
 """A closure's refusal's ``unlisted``, to a caller not entitled to sensitive values: entries
-of a special-data kind or need are not listed (``_listing``)."""
+(services, referrals, goals) of a special-data kind or need are not listed (``_listing``)."""
 
 
 def services_still_scheduled(
@@ -68,7 +69,7 @@ def services_still_scheduled(
     """``withheld``: to a caller not entitled to sensitive values, the ids they are not shown
     (``CaseFacts.special_entry_ids``, maybe none), left out of the refusal (``_listing``);
     ``None``: the caller may see every one."""
-    listed, said = _listing(service_ids, withheld)
+    listed, said = _listing(sorted(service_ids), withheld)
     return RuleBroken(
         SERVICES_STILL_SCHEDULED,
         f"services are still scheduled ({said}); deliver or cancel them before closing",
@@ -82,7 +83,7 @@ def referrals_still_running(
     case_id: str, referral_ids: Iterable[str], withheld: Set[str] | None = None
 ) -> RuleBroken:
     """``withheld`` as for ``services_still_scheduled``."""
-    listed, said = _listing(referral_ids, withheld)
+    listed, said = _listing(sorted(referral_ids), withheld)
     return RuleBroken(
         REFERRALS_STILL_RUNNING,
         f"referrals are still pending or accepted ({said}); the partner agency completes or"
@@ -93,15 +94,33 @@ def referrals_still_running(
     )
 
 
+def goals_still_active(
+    case_id: str, goal_ids: Iterable[str], withheld: Set[str] | None = None
+) -> RuleBroken:
+    """``goal_ids``: the plan's active goals, in the plan's order; ``withheld`` as for
+    ``services_still_scheduled`` (the goals of a special-data need, withheld whole from the
+    caller's case view)."""
+    listed, said = _listing(goal_ids, withheld)
+    return RuleBroken(
+        GOALS_STILL_ACTIVE,
+        f"goals are still active ({said}); achieve or drop them before closing with reason"
+        f" {DischargeReason.GOALS_ACHIEVED.value}",
+        subject=case_id,
+        goal_ids=listed,
+        **_unlisted(withheld),
+    )
+
+
 def _listing(ids: Iterable[str], withheld: Set[str] | None) -> tuple[str, str]:
-    """The ids a closure's refusal lists (those not ``withheld``), and how its message says
-    them: to a caller not entitled to sensitive values (``withheld`` not ``None``) in the same
-    words whether the case has such an entry or not, and whichever need or kind, so that only a
-    refusal listing none tells that one blocks the closure (the rule holds alike)."""
+    """The ids a closure's refusal lists (those not ``withheld``, in the order given), and how
+    its message says them: to a caller not entitled to sensitive values (``withheld`` not
+    ``None``) in the same words whether the case has such an entry or not, and whichever need
+    or kind, so that only a refusal listing none tells that one blocks the closure (the rule
+    holds alike)."""
     if withheld is None:
-        listed = ",".join(sorted(ids))
+        listed = ",".join(ids)
         return listed, listed
-    listed = ",".join(sorted(i for i in ids if i not in withheld))
+    listed = ",".join(i for i in ids if i not in withheld)
     return listed, f"{listed or 'none you are shown'}; any of special data are withheld from you"
 
 

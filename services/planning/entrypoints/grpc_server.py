@@ -98,6 +98,17 @@ CASE_VIEW_REFERRAL_LINK = "services.referral_id"
 """Where a service names the referral it was booked from: cleared for a caller not entitled to
 sensitive values when that referral is of a special-data need (``Disclosure.special_links``),
 as the referral is withheld whole: an id no referral of the view has could only be its."""
+CASE_VIEW_GOAL_LINK = "services.goal_id"
+"""Where a service names the goal it was booked toward: cleared for a caller not entitled to
+sensitive values when that goal's need is special data (``Disclosure.special_links``), as the
+goal is withheld whole from the plan (or the earlier plan) it is in: an id no goal of the view
+has could only be its."""
+CASE_VIEW_SPECIAL_GOALS = (
+    "plan.goals.goal.need_category",
+    "previous_plans.goals.goal.need_category",
+)
+"""Where the goals of a case view sit by their need, each withheld whole when it is special
+data (``CASE_VIEW_SENSITIVE_PATHS``)."""
 SUMMARY_SENSITIVE_PATHS = ("needs",)
 SUMMARY_SECTION_PATHS = {
     RecordSection.ASSESSMENT: ("needs",),
@@ -333,7 +344,13 @@ class PlanningServicer(planning_pb2_grpc.PlanningServiceServicer):
             special_links={
                 CASE_VIEW_REFERRAL_LINK: redaction.special_ids(
                     view, "referrals.need_category", "referral_id"
-                )
+                ),
+                CASE_VIEW_GOAL_LINK: frozenset().union(
+                    *(
+                        redaction.special_ids_within(view, goals, "goal.goal_id")
+                        for goals in CASE_VIEW_SPECIAL_GOALS
+                    )
+                ),
             },
         )
         # Cut among what the caller may see: an entry withheld leaves no trace in the totals.

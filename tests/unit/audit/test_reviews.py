@@ -34,6 +34,7 @@ from events.catalog.access import (
     RecordSection,
 )
 from events.catalog.base import Role
+from events.catalog.planning import Goal, GoalTerm, PlanAgreed, PlanDrafted
 from events.catalog.referrals import ReferralAccepted, ReferralMade
 from events.catalog.scheduling import LocationKind, ServiceKind, ServiceLocation, ServiceScheduled
 from events.catalog.values import NeedCategory, Provider, Urgency
@@ -61,6 +62,7 @@ from tests.unit.audit.support import (
     DAY,
     T0,
     TEAM,
+    Producer,
     assigned,
     coordination,
     intake,
@@ -938,6 +940,62 @@ async def test_a_service_names_no_referral_withheld_from_the_user_as_special_dat
         "ref-detox"
     )
     assert "services.referral_id" not in worker.entitlement.withheld_fields
+
+
+async def test_the_plan_lists_no_goal_withheld_from_the_user_as_special_data(
+    deps: AuditDeps,
+    read_models: SqliteReadModelStore,
+    registry: EventRegistry,
+    issuer: TestIssuer,
+) -> None:
+    """A coordinator was shown no substance-use goal, yet the plan as they saw it listed its id
+    among the goals the client agreed to: an id no goal of the state has could only be a
+    withheld one's. It lists only the goals shown, and says the list was withheld from."""
+    planning = Producer("casetrail/planning", f"case-{CASE}")
+    at = T0 + 2 * DAY
+
+    def aimed(goal_id: str, need: NeedCategory) -> Goal:
+        return Goal(goal_id=goal_id, statement="...", term=GoalTerm.SHORT, need_category=need)
+
+    events = [
+        *history(),
+        planning.record(
+            PlanDrafted(
+                case_id=CASE,
+                plan_id="plan-1",
+                goals=(
+                    aimed("goal-walk", NeedCategory.HOME_CARE),
+                    aimed("goal-sober", NeedCategory.SUBSTANCE_USE),
+                ),
+            ),
+            occurred_at=at,
+            actor=COORDINATOR,
+        ),
+        planning.record(
+            PlanAgreed(
+                case_id=CASE,
+                plan_id="plan-1",
+                plan_version=1,
+                goal_ids=("goal-walk", "goal-sober"),
+                signed_by_client=True,
+            ),
+            occurred_at=at + HOUR,
+            actor=Actor(WORKER, Role.SOCIAL_WORKER),
+        ),
+    ]
+    async with audit_over(events, deps, read_models, registry, issuer) as audit:
+        coordinator = await audit.GetCaseAsSeen(
+            seen_as(COORDINATOR.user_id, T0 + 4 * DAY, user_role="coordinator")
+        )
+        worker = await audit.GetCaseAsSeen(seen_as(WORKER, T0 + 4 * DAY))
+
+    plan = coordinator.state.plan
+    assert [goal.goal_id for goal in plan.goals] == ["goal-walk"]
+    assert list(plan.agreed_goal_ids) == ["goal-walk"]
+    assert "plan.agreed_goal_ids" in coordinator.entitlement.withheld_fields
+    # Entitled to special-data values, the worker sees every goal agreed to.
+    assert list(worker.state.plan.agreed_goal_ids) == ["goal-walk", "goal-sober"]
+    assert "plan.agreed_goal_ids" not in worker.entitlement.withheld_fields
 
 
 async def test_a_state_lists_what_grows_with_the_case_within_caps_and_says_how_many(

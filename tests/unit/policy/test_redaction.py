@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from casetrail.audit.v1 import audit_pb2
 from casetrail.coordination.v1 import coordination_pb2
 from casetrail.intake.v1 import intake_pb2
+from casetrail.planning.v1 import planning_pb2
 from casetrail_platform.policy import redaction
 
 
@@ -133,3 +135,47 @@ def test_a_field_naming_an_entry_withheld_whole_is_cleared_and_listed_whatever_i
     # Nothing to clear, the path is listed all the same: listed only when an id was cleared,
     # it would tell that the case has special data.
     assert redaction.unlink(answer, links) == ["services.referral_id"]
+
+
+def test_goals_withheld_whole_within_plans_are_found_and_unlisted_whatever_a_list_held() -> None:
+    def plan(plan_id: str, *goals: tuple[str, str]) -> audit_pb2.Plan:
+        return audit_pb2.Plan(
+            plan_id=plan_id,
+            agreed_goal_ids=[goal_id for goal_id, _ in goals],
+            goals=[audit_pb2.PlanGoal(goal_id=i, need_category=need) for i, need in goals],
+        )
+
+    # A list within a message (audit's plan), and lists within a list whose entries hold their
+    # id within them (planning's earlier plans, of goal views).
+    answer = audit_pb2.CaseState(
+        plan=plan("plan-1", ("g-walk", "home_care"), ("g-sober", "substance_use"))
+    )
+    view = planning_pb2.GetCaseViewResponse(
+        previous_plans=[
+            planning_pb2.PlanView(
+                goals=[
+                    planning_pb2.GoalView(
+                        goal=planning_pb2.Goal(goal_id=goal_id, need_category=need)
+                    )
+                    for goal_id, need in (("g-old", "mental_health"), ("g-home", "housing"))
+                ]
+            )
+        ]
+    )
+
+    assert redaction.special_ids_within(answer, "plan.goals.need_category", "goal_id") == {
+        "g-sober"
+    }
+    assert redaction.special_ids_within(
+        view, "previous_plans.goals.goal.need_category", "goal.goal_id"
+    ) == {"g-old"}
+    assert redaction.special_ids_within(view, "plan.goals.goal.need_category", "goal.goal_id") == (
+        frozenset()
+    )
+    lists = {"plan.agreed_goal_ids": frozenset({"g-sober"})}
+    assert redaction.unlist(answer, lists) == ["plan.agreed_goal_ids"]
+    assert list(answer.plan.agreed_goal_ids) == ["g-walk"]
+    # Nothing to delete, the path is listed all the same, as unlink's.
+    plain = audit_pb2.CaseState(plan=plan("plan-1", ("g-walk", "home_care")))
+    assert redaction.unlist(plain, lists) == ["plan.agreed_goal_ids"]
+    assert list(plain.plan.agreed_goal_ids) == ["g-walk"]
