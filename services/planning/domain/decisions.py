@@ -91,8 +91,9 @@ def decide(
     command's day (its stated moment's, else the server's), from which on a counseling task's
     worker must be licensed whatever the task's date (``require_qualified_owners``; ``None``:
     on the task's date alone). ``sensitive_shown``: whether the caller may see the case's
-    sensitive values, without which a closure's refusal names none of its entries withheld from
-    them (``_close``)."""
+    sensitive values, without which no refusal names an entry withheld from them: a closure's
+    lists none (``_close``), a goal of a special-data need is refused as unknown to a command
+    naming it (``_shown_goal``), and an ordering refusal names no goal (``_work_told``)."""
     known_staff = staff or {}
     action = ACTIONS[type(command)]
     require_assignment(actor, action, facts.worker_id)
@@ -101,24 +102,24 @@ def decide(
     if facts.is_closed(record):
         raise errors.case_closed(command.case_id)
     if occurred_at is not None:
-        _require_in_order(record, facts, command, occurred_at)
+        _require_in_order(record, facts, command, occurred_at, sensitive_shown)
     match command:
         case DraftPlan():
             return [_draft(record, facts, command, known_staff, day)]
         case AddGoal():
             return [_add_goal(record, facts, command, known_staff, day)]
         case ReviseGoal():
-            return [_revise_goal(record, facts, command, known_staff, day)]
+            return [_revise_goal(record, facts, command, known_staff, day, sensitive_shown)]
         case AchieveGoal():
-            return [_achieve_goal(record, facts, command, known_staff, day)]
+            return [_achieve_goal(record, facts, command, known_staff, day, sensitive_shown)]
         case DropGoal():
-            return [_drop_goal(record, command)]
+            return [_drop_goal(record, command, sensitive_shown)]
         case RecordAgreement():
             return [_agree(record, facts, command, known_staff, day)]
         case LogContact():
             return [_log_contact(record, command)]
         case EvaluateProgress():
-            return [_evaluate(record, facts, command, known_staff, day)]
+            return [_evaluate(record, facts, command, known_staff, day, sensitive_shown)]
         case PlanDischarge():
             return [_plan_discharge(record, command)]
         case CloseCase():
@@ -126,7 +127,11 @@ def decide(
 
 
 def _require_in_order(
-    record: CasePlanning, facts: CaseFacts, command: Command, occurred_at: datetime
+    record: CasePlanning,
+    facts: CaseFacts,
+    command: Command,
+    occurred_at: datetime,
+    sensitive_shown: bool,
 ) -> None:
     """A command happens in the case's current cycle: not before the case was opened, nor
     before its last closure or its last reopening (a reopened case's work follows it: dated
@@ -135,7 +140,8 @@ def _require_in_order(
     plan); the plan not before the assessment and the assignment it needs (audit's state as of
     it showed a plan of a case neither assessed nor assigned); and the closure not before the
     cycle's latest work (a closure for goals achieved showed as of it a plan never agreed).
-    The plan's work keeps the order it was done in (``_require_plan_work_in_order``)."""
+    The plan's work keeps the order it was done in (``_require_plan_work_in_order``). The
+    latest work is named only to a caller shown sensitive values (``_work_told``)."""
     case_id = command.case_id
     require_not_before(occurred_at, f"case {case_id} was opened", facts.opened_at)
     require_not_before(occurred_at, f"case {case_id} was last closed", record.closed_at)
@@ -143,16 +149,20 @@ def _require_in_order(
     plan = record.plan
     if plan is not None and isinstance(command, PLAN_WORK):
         require_not_before(occurred_at, f"plan {plan.plan_id} was drafted", plan.drafted_at)
-        _require_plan_work_in_order(plan, command, occurred_at)
+        _require_plan_work_in_order(plan, command, occurred_at, sensitive_shown)
     if isinstance(command, DraftPlan):
         require_not_before(occurred_at, f"case {case_id} was assessed", facts.assessed_at)
         assigned = f"case {case_id} was first assigned a worker"
         require_not_before(occurred_at, assigned, facts.assigned_at)
     if isinstance(command, CloseCase):
-        require_not_before(occurred_at, record.last_work, record.last_work_at)
+        said = f"the latest planning work of case {case_id}"
+        latest = _work_told(record.last_work, said, sensitive_shown)
+        require_not_before(occurred_at, latest, record.last_work_at)
 
 
-def _require_plan_work_in_order(plan: Plan, command: Command, occurred_at: datetime) -> None:
+def _require_plan_work_in_order(
+    plan: Plan, command: Command, occurred_at: datetime, sensitive_shown: bool
+) -> None:
     """A goal is achieved not before its last revision nor the client's agreement to it as it
     stands, evaluated not before the client first agreed to it and to the plan, and dropped not
     before its latest evaluation; a change to the plan (a goal added, revised or dropped, an
@@ -171,12 +181,18 @@ def _require_plan_work_in_order(plan: Plan, command: Command, occurred_at: datet
     agreement, which no change undoes, and its drop, after which it is not evaluated, are all
     that order them."""
     if isinstance(command, PLAN_CHANGES):
-        require_not_before(occurred_at, plan.last_work, plan.last_work_at)
-    # An unknown goal (None) is refused as such.
+        said = f"the latest change of plan {plan.plan_id}"
+        latest = _work_told(plan.last_work, said, sensitive_shown)
+        require_not_before(occurred_at, latest, plan.last_work_at)
+    # An unknown goal (None), or one withheld from the caller, is refused as such.
     match command:
-        case DropGoal() if (dropped := plan.goals.get(command.goal_id)) is not None:
+        case DropGoal() if (
+            dropped := _shown_goal(plan, command.goal_id, sensitive_shown)
+        ) is not None:
             require_not_before(occurred_at, dropped.evaluated, dropped.evaluated_at)
-        case AchieveGoal() if (achieved := plan.goals.get(command.goal_id)) is not None:
+        case AchieveGoal() if (
+            achieved := _shown_goal(plan, command.goal_id, sensitive_shown)
+        ) is not None:
             require_not_before(occurred_at, achieved.changed, achieved.changed_at)
             agreed = f"the client agreed to goal {command.goal_id} as it stands"
             require_not_before(occurred_at, agreed, achieved.agreed_at)
@@ -184,7 +200,7 @@ def _require_plan_work_in_order(plan: Plan, command: Command, occurred_at: datet
             first_agreed = f"plan {plan.plan_id} was first agreed"
             require_not_before(occurred_at, first_agreed, plan.first_agreed_at)
             for entry in command.goal_progress:
-                if (rated := plan.goals.get(entry.goal_id)) is not None:
+                if (rated := _shown_goal(plan, entry.goal_id, sensitive_shown)) is not None:
                     agreed = f"the client first agreed to goal {entry.goal_id}"
                     require_not_before(occurred_at, agreed, rated.first_agreed_at)
         case _:
@@ -206,6 +222,11 @@ PLAN_CHANGES = (AddGoal, ReviseGoal, DropGoal, RecordAgreement)
 """The commands that change the plan or agree to it: each follows the plan's changes and
 achievements (``Plan.last_work``), so its changes and agreements are dated in the order they
 were made."""
+
+TOLD_AS_SHOWN = (*PLAN_CHANGES, AchieveGoal, EvaluateProgress, CloseCase)
+"""The commands decided on whether their caller is shown the case's sensitive values
+(``decide``'s ``sensitive_shown``): each names the plan's goals, or its refusal may name a goal,
+service or referral withheld from such a caller as special data."""
 
 
 CARRY_ON_GOALS = (RecordAgreement, AchieveGoal, EvaluateProgress)
@@ -293,9 +314,10 @@ def _revise_goal(
     command: ReviseGoal,
     staff: Mapping[str, StaffMember],
     day: date | None,
+    sensitive_shown: bool,
 ) -> GoalRevised:
     plan = _plan(record)
-    goal = _active_goal(plan, command.goal.goal_id)
+    goal = _active_goal(plan, command.goal.goal_id, sensitive_shown)
     if goal.goal == command.goal:
         raise RuleBroken(
             errors.GOAL_UNCHANGED,
@@ -320,9 +342,10 @@ def _achieve_goal(
     command: AchieveGoal,
     staff: Mapping[str, StaffMember],
     day: date | None,
+    sensitive_shown: bool,
 ) -> GoalAchieved:
     plan = _plan(record)
-    goal = _active_goal(plan, command.goal_id)
+    goal = _active_goal(plan, command.goal_id, sensitive_shown)
     if not plan.ever_agreed:
         raise errors.plan_not_agreed(plan.plan_id)
     if not goal.agreed:
@@ -336,9 +359,9 @@ def _achieve_goal(
     )
 
 
-def _drop_goal(record: CasePlanning, command: DropGoal) -> GoalDropped:
+def _drop_goal(record: CasePlanning, command: DropGoal, sensitive_shown: bool) -> GoalDropped:
     plan = _plan(record)
-    _active_goal(plan, command.goal_id)
+    _active_goal(plan, command.goal_id, sensitive_shown)
     return GoalDropped(
         case_id=command.case_id,
         plan_id=plan.plan_id,
@@ -419,12 +442,13 @@ def _evaluate(
     command: EvaluateProgress,
     staff: Mapping[str, StaffMember],
     day: date | None,
+    sensitive_shown: bool,
 ) -> ProgressEvaluated:
     plan = _plan(record)
     if command.evaluation_id in record.evaluation_ids:
         raise AlreadyExists("evaluation", command.evaluation_id)
     for entry in command.goal_progress:
-        goal = _goal(plan, entry.goal_id)
+        goal = _goal(plan, entry.goal_id, sensitive_shown)
         if goal.status is GoalStatus.DROPPED:
             raise RuleBroken(
                 errors.GOAL_DROPPED,
@@ -552,17 +576,30 @@ def _plan(record: CasePlanning) -> Plan:
     return record.plan
 
 
-def _goal(plan: Plan, goal_id: str) -> GoalState:
-    goal = plan.goals.get(goal_id)
+def _goal(plan: Plan, goal_id: str, sensitive_shown: bool) -> GoalState:
+    goal = _shown_goal(plan, goal_id, sensitive_shown)
     if goal is None:
         raise NotFound("goal", goal_id)
     return goal
 
 
-def _active_goal(plan: Plan, goal_id: str) -> GoalState:
-    goal = _goal(plan, goal_id)
+def _active_goal(plan: Plan, goal_id: str, sensitive_shown: bool) -> GoalState:
+    goal = _goal(plan, goal_id, sensitive_shown)
     if goal.status is not GoalStatus.ACTIVE:
         raise errors.goal_not_active(goal_id, goal.status.value)
+    return goal
+
+
+def _shown_goal(plan: Plan, goal_id: str, sensitive_shown: bool) -> GoalState | None:
+    """The plan's goal ``goal_id`` as the caller knows it: ``None`` when the plan has none, and
+    when its need is special data and the caller is not shown sensitive values (``decide``'s
+    ``sensitive_shown``: a coordinator), whose case view withholds it whole. A command naming it
+    is then refused exactly as one naming an unknown goal: refused on its own rules (not
+    active, dropped, its counseling task's worker unlicensed), it told them of the goal and
+    of what its need calls for."""
+    goal = plan.goals.get(goal_id)
+    if goal is None or (_special(goal) and not sensitive_shown):
+        return None
     return goal
 
 
@@ -575,3 +612,11 @@ def _special(goal: GoalState) -> bool:
     """Whether the goal's need is special data (``substance_use``): a reader not entitled to
     sensitive values is shown the plan without it (``redaction``)."""
     return is_sensitive_code(goal.goal.need_category.value)
+
+
+def _work_told(work: str, said: str, sensitive_shown: bool) -> str:
+    """The latest work as an ordering refusal names it to its caller: ``work`` (``goal
+    goal-sober was achieved``) to one shown sensitive values, else ``said``, naming no goal,
+    whichever work it was: work on a goal withheld from them would name it, an id their view
+    lists nowhere, and words kept for that work alone would tell as much."""
+    return work if sensitive_shown else said

@@ -32,6 +32,7 @@ from events.envelope import RecordedEvent
 from services.planning.app import queries
 from services.planning.app.handlers import SOURCE, Dependencies, Outcome, handle
 from services.planning.domain.commands import Command
+from services.planning.domain.decisions import TOLD_AS_SHOWN
 from services.planning.entrypoints import present, translate
 
 SERVICE_NAME = planning_pb2.DESCRIPTOR.services_by_name["PlanningService"].full_name
@@ -172,7 +173,7 @@ class PlanningServicer(planning_pb2_grpc.PlanningServiceServicer):
         command_context, command = self._parse(
             context, request.context, lambda ctx: translate.draft_plan(request, ctx)
         )
-        outcome = await self._run(command_context, command)
+        outcome = await self._run(principal_of(context), command_context, command)
         # A retry answers with what was recorded the first time, not with this request's ids.
         drafted = _first(outcome, PlanDrafted)
         goals = command.goals if drafted is None else drafted.goals
@@ -189,7 +190,7 @@ class PlanningServicer(planning_pb2_grpc.PlanningServiceServicer):
         command_context, command = self._parse(
             context, request.context, lambda ctx: translate.add_goal(request, ctx)
         )
-        outcome = await self._run(command_context, command)
+        outcome = await self._run(principal_of(context), command_context, command)
         added = _first(outcome, GoalAdded)
         return planning_pb2.AddGoalResponse(
             result=self._result(command, outcome),
@@ -204,7 +205,7 @@ class PlanningServicer(planning_pb2_grpc.PlanningServiceServicer):
         command_context, command = self._parse(
             context, request.context, lambda ctx: translate.revise_goal(request, ctx)
         )
-        outcome = await self._run(command_context, command)
+        outcome = await self._run(principal_of(context), command_context, command)
         return planning_pb2.ReviseGoalResponse(
             result=self._result(command, outcome), plan_version=outcome.plan_version
         )
@@ -216,7 +217,7 @@ class PlanningServicer(planning_pb2_grpc.PlanningServiceServicer):
         command_context, command = self._parse(
             context, request.context, lambda _: translate.achieve_goal(request)
         )
-        outcome = await self._run(command_context, command)
+        outcome = await self._run(principal_of(context), command_context, command)
         return planning_pb2.AchieveGoalResponse(result=self._result(command, outcome))
 
     @refusals_as_status
@@ -226,7 +227,7 @@ class PlanningServicer(planning_pb2_grpc.PlanningServiceServicer):
         command_context, command = self._parse(
             context, request.context, lambda _: translate.drop_goal(request)
         )
-        outcome = await self._run(command_context, command)
+        outcome = await self._run(principal_of(context), command_context, command)
         return planning_pb2.DropGoalResponse(
             result=self._result(command, outcome), plan_version=outcome.plan_version
         )
@@ -240,7 +241,7 @@ class PlanningServicer(planning_pb2_grpc.PlanningServiceServicer):
         command_context, command = self._parse(
             context, request.context, lambda _: translate.record_agreement(request)
         )
-        outcome = await self._run(command_context, command)
+        outcome = await self._run(principal_of(context), command_context, command)
         agreed = _first(outcome, PlanAgreed)
         return planning_pb2.RecordAgreementResponse(
             result=self._result(command, outcome),
@@ -257,7 +258,7 @@ class PlanningServicer(planning_pb2_grpc.PlanningServiceServicer):
             request.context,
             lambda ctx, timely: translate.log_contact(request, ctx, self._day(ctx, timely)),
         )
-        outcome = await self._run(command_context, command, earlier)
+        outcome = await self._run(principal_of(context), command_context, command, earlier)
         logged = _first(outcome, ContactLogged)
         return planning_pb2.LogContactResponse(
             result=self._result(command, outcome),
@@ -273,7 +274,7 @@ class PlanningServicer(planning_pb2_grpc.PlanningServiceServicer):
         command_context, command = self._parse(
             context, request.context, lambda ctx: translate.evaluate_progress(request, ctx)
         )
-        outcome = await self._run(command_context, command)
+        outcome = await self._run(principal_of(context), command_context, command)
         evaluated = _first(outcome, ProgressEvaluated)
         return planning_pb2.EvaluateProgressResponse(
             result=self._result(command, outcome),
@@ -291,7 +292,7 @@ class PlanningServicer(planning_pb2_grpc.PlanningServiceServicer):
             request.context,
             lambda ctx, timely: translate.plan_discharge(request, self._day(ctx, timely)),
         )
-        outcome = await self._run(command_context, command, earlier)
+        outcome = await self._run(principal_of(context), command_context, command, earlier)
         return planning_pb2.PlanDischargeResponse(result=self._result(command, outcome))
 
     @refusals_as_status
@@ -316,8 +317,7 @@ class PlanningServicer(planning_pb2_grpc.PlanningServiceServicer):
                 case_id,
                 assignment_seen=await self._deps.views.assignment_seen(case_id),
             )
-        shown = (await self._closure_decision(principal, case_id)).sensitive
-        outcome = await self._run(command_context, command, earlier, sensitive_shown=shown)
+        outcome = await self._run(principal, command_context, command, earlier)
         return planning_pb2.CloseCaseResponse(result=self._result(command, outcome))
 
     @refusals_as_status
@@ -393,12 +393,18 @@ class PlanningServicer(planning_pb2_grpc.PlanningServiceServicer):
 
     async def _run(
         self,
+        principal: Principal,
         context: CommandContext,
         command: Command,
         earlier: list[RecordedEvent] | None = None,
-        *,
-        sensitive_shown: bool = False,
     ) -> Outcome:
+        # Asked only of a command whose refusal it tells, and not for a retry answered from
+        # what it recorded (nothing is decided then).
+        sensitive_shown = (
+            earlier is None
+            and isinstance(command, TOLD_AS_SHOWN)
+            and (await self._answer_decision(principal, command.case_id)).sensitive
+        )
         day = self._day(context, timely=True)
         # A command stating no moment happens on the clock its day is read on.
         moment_on_clock = replace(context, clock=self._clock)
@@ -411,18 +417,24 @@ class PlanningServicer(planning_pb2_grpc.PlanningServiceServicer):
             sensitive_shown=sensitive_shown,
         )
 
-    async def _closure_decision(self, principal: Principal, case_id: str) -> Decision:
-        """The policy's decision on what a closure's refusal tells its caller of the case's
-        entries: a read of the case for the purpose their role closes it under (a supervisor's
-        supervision, the coordinator's and the case's worker's coordination). A refusal names
-        a service or referral of special data only when it discloses sensitive values
-        (``decisions._close``); a refused read discloses none."""
+    async def _answer_decision(self, principal: Principal, case_id: str) -> Decision:
+        """The policy's decision on what a command's answer tells its caller of the case's
+        special data: a read of the case for the purpose their role acts on it under (a
+        supervisor's supervision, the coordinator's and the case's worker's coordination), on
+        the facts such a read is decided on (``reader_facts``: the case's worker's once they
+        hold what the bus held of the case, so that a worker just given the case is not refused
+        their own goal as unknown while the policy's facts trail the case view). A refusal
+        names a service, referral or goal of special data, and a command finds such a goal,
+        only when it discloses sensitive values (``decisions.decide``); a refused read
+        discloses none."""
         purpose = (
             AccessPurpose.SUPERVISION
             if principal.role is Role.SUPERVISOR
             else AccessPurpose.COORDINATION
         )
-        facts = await self._access.case_facts(case_id)
+        facts = await self._access.reader_facts(
+            principal, PolicyAction.READ_CASE, purpose, case_id, subject=case_id
+        )
         return self._access.decide(principal, PolicyAction.READ_CASE, purpose, facts)
 
     def _day(self, context: CommandContext, timely: bool) -> date | None:

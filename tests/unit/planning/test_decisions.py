@@ -733,13 +733,16 @@ def test_a_transfer_does_not_hand_counseling_to_a_worker_who_may_not_counsel() -
     progress = (GoalProgress(goal_id="goal-cope", rating=ProgressRating.ON_TRACK),)
     evaluation = c.EvaluateProgress(CASE, "eval-1", progress, (), (), False)
 
+    # The case's worker is shown the mental-health goal (``sensitive_shown``).
     def refused(record: CasePlanning, command: c.Command) -> RuleBroken:
         with pytest.raises(RuleBroken) as error:
-            decide(record, transferred, OTHER_WORKER, command, staff=staff)
+            decide(record, transferred, OTHER_WORKER, command, staff=staff, sensitive_shown=True)
         return error.value
 
     def carried_on(record: CasePlanning, command: c.Command) -> None:
-        for event in decide(record, transferred, OTHER_WORKER, command, staff=staff):
+        for event in decide(
+            record, transferred, OTHER_WORKER, command, staff=staff, sensitive_shown=True
+        ):
             record.apply(event)
 
     refusal = refused(record_of(drafted_plan), agree())
@@ -765,7 +768,7 @@ def test_a_transfer_does_not_hand_counseling_to_a_worker_who_may_not_counsel() -
     walk = c.AchieveGoal(CASE, "goal-walk", None)
     assert decide(agreed, transferred, OTHER_WORKER, walk, staff=staff)
     drop = c.DropGoal(CASE, "goal-cope", "referred out")
-    assert decide(agreed, transferred, OTHER_WORKER, drop, staff=staff)
+    assert decide(agreed, transferred, OTHER_WORKER, drop, staff=staff, sensitive_shown=True)
     # Given a licensed owner (the case manager may), agreed again, then achieved.
     revised = counseling_goal(WORKER.user_id)
     carried_on(agreed, c.ReviseGoal(CASE, revised, "Ana counsels"))
@@ -792,14 +795,20 @@ def test_a_named_owner_carries_their_counseling_task_on_only_while_they_may_coun
     evaluation = c.EvaluateProgress(CASE, "eval-1", progress, (), (), False)
     before_lapse, after_lapse = date(2030, 6, 30), date(2030, 7, 1)
 
+    def decided(command: c.Command, on: date, known: dict[str, StaffMember]) -> list[CaseEvent]:
+        # The case's worker is shown the mental-health goal (``sensitive_shown``).
+        return decide(
+            record, transferred, OTHER_WORKER, command, staff=known, day=on, sensitive_shown=True
+        )
+
     # Named, the task is its owner's, whoever carries the case: the case manager carries it on.
-    for event in decide(record, transferred, OTHER_WORKER, agree(), staff=staff, day=before_lapse):
+    for event in decided(agree(), before_lapse, staff):
         record.apply(event)
-    assert decide(record, transferred, OTHER_WORKER, achieve, staff=staff, day=before_lapse)
+    assert decided(achieve, before_lapse, staff)
 
     for command in (achieve, evaluation):
         with pytest.raises(RuleBroken) as error:
-            decide(record, transferred, OTHER_WORKER, command, staff=staff, day=after_lapse)
+            decided(command, after_lapse, staff)
         assert rule_of(error) == "COUNSELING_REQUIRES_LICENSED_SOCIAL_WORKER"
         assert error.value.details["worker_id"] == WORKER.user_id
         assert error.value.details["field"] == "goal.tasks[0].owner.owner_id"
@@ -807,7 +816,7 @@ def test_a_named_owner_carries_their_counseling_task_on_only_while_they_may_coun
         assert f"holds none valid on {after_lapse.isoformat()}" in str(error.value)
     # An owner planning knows nothing of is not taken on trust; the handler looks them up.
     with pytest.raises(RuleBroken, match=f"knows no credentials of worker {WORKER.user_id}"):
-        decide(record, transferred, OTHER_WORKER, achieve, staff={}, day=before_lapse)
+        decided(achieve, before_lapse, {})
     assert deciding_workers(achieve, transferred, record) == {WORKER.user_id}
 
 
@@ -914,8 +923,9 @@ def test_a_closure_is_not_dated_before_its_cycles_latest_work() -> None:
     record.apply(contact, drafted_at + timedelta(days=1))
     closure = c.CloseCase(CASE, DischargeReason.GOALS_ACHIEVED, None)
 
+    # The case's worker is told the work by name (``sensitive_shown``).
     with pytest.raises(InvalidCommand) as error:
-        decide(record, FACTS, WORKER, closure, drafted_at + timedelta(days=1))
+        decide(record, FACTS, WORKER, closure, drafted_at + timedelta(days=1), sensitive_shown=True)
 
     [problem] = error.value.violations
     assert problem.field == "context.occurred_at"
@@ -932,5 +942,5 @@ def test_a_closure_is_not_dated_before_its_cycles_latest_work() -> None:
         record.apply(event, reopened_at + timedelta(days=3))
     moved = c.CloseCase(CASE, DischargeReason.CLIENT_MOVED, None)
     with pytest.raises(InvalidCommand, match="contact contact-2 was logged"):
-        decide(record, facts, WORKER, moved, reopened_at + timedelta(days=2))
+        decide(record, facts, WORKER, moved, reopened_at + timedelta(days=2), sensitive_shown=True)
     assert decide(record, facts, WORKER, moved, reopened_at + timedelta(days=3))

@@ -39,7 +39,7 @@ H = timedelta(hours=1)
 
 
 def done(record: CasePlanning, command: c.Command, at: datetime) -> list[CaseEvent]:
-    events = decide(record, FACTS, WORKER, command, at)
+    events = decide(record, FACTS, WORKER, command, at, sensitive_shown=True)
     for event in events:
         record.apply(event, at)
     return events
@@ -47,7 +47,7 @@ def done(record: CasePlanning, command: c.Command, at: datetime) -> list[CaseEve
 
 def refusal(record: CasePlanning, command: c.Command, at: datetime) -> str:
     with pytest.raises(InvalidCommand) as error:
-        decide(record, FACTS, WORKER, command, at)
+        decide(record, FACTS, WORKER, command, at, sensitive_shown=True)
     [problem] = error.value.violations
     assert problem.field == "context.occurred_at"
     return problem.problem

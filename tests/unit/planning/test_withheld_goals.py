@@ -1,19 +1,25 @@
 """A goal of a special-data need (substance use) is withheld whole from a reader not entitled
 to sensitive values (a coordinator), and so is its id wherever planning would name it: a
-service booked toward it, a closure's GOALS_STILL_ACTIVE. An id no goal of their view has could
-only be a withheld one's, telling of the need."""
+service booked toward it, a closure's GOALS_STILL_ACTIVE, an ordering refusal naming the plan's
+latest work, and a command naming it, which a coordinator was refused on its own rules (its
+counseling task's worker unlicensed: "counseling toward a need that calls for it"). An id no
+goal of their view has could only be a withheld one's, telling of the need."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import error_details_pb2
 
 from casetrail.common.v1 import common_pb2
 from casetrail.planning.v1 import planning_pb2
 from casetrail_platform.commands import CommandContext
 from casetrail_platform.policy.guard import REDACTED_KEY
+from cli.rpc import Person
 from events.catalog.cases import DischargeReason
 from events.catalog.planning import (
     Goal,
@@ -29,6 +35,8 @@ from events.catalog.values import NeedCategory
 from events.envelope import Actor
 from services.planning.app.handlers import Dependencies, handle
 from services.planning.domain import commands as c
+from tests.support.grpc import refusal, unpacked
+from tests.support.identity import acting
 from tests.unit.planning.conftest import Planning
 from tests.unit.planning.support import (
     COORDINATION,
@@ -92,6 +100,25 @@ async def agreed_plan(planning: Planning, case_id: str, *goals: Goal) -> None:
     )
     await bus.record(PLANNING, case_id, drafted, actor=WORKER, occurred_at=PLANNED)
     await bus.record(PLANNING, case_id, agreed, actor=WORKER, occurred_at=PLANNED + H)
+
+
+def dated(actor: Actor, key: str, at: datetime) -> common_pb2.CommandContext:
+    moment = Timestamp()
+    moment.FromDatetime(at)
+    context = common_pb2.CommandContext(idempotency_key=key, occurred_at=moment)
+    return acting(Person(actor.user_id, actor.role.value), context)
+
+
+async def told(call: Awaitable[Any], *named: str) -> tuple[grpc.StatusCode, str, list[str]]:
+    """A refusal's code, message and details, each of ``named`` read as ``<id>``."""
+    code, status = await refusal(call)
+
+    def unnamed(text: str) -> str:
+        for name in named:
+            text = text.replace(name, "<id>")
+        return text
+
+    return code, unnamed(status.message), [unnamed(str(d)) for d in unpacked(status)]
 
 
 async def test_a_service_in_the_view_names_no_goal_withheld_from_its_reader(
@@ -175,3 +202,116 @@ async def test_a_goals_achieved_refusal_names_no_goal_withheld_from_its_caller(
     assert (rule, metadata["goal_ids"]) == ("GOALS_STILL_ACTIVE", "")
     assert "none you are shown" in message
     assert "goal-sober" not in message
+
+
+async def test_a_command_naming_a_goal_withheld_from_its_caller_is_refused_as_an_unknown_one(
+    planning: Planning,
+) -> None:
+    """A coordinator achieving or evaluating the substance-use goal was refused
+    COUNSELING_REQUIRES_LICENSED_SOCIAL_WORKER, "counseling toward a need that calls for it",
+    naming the goal, the licences and a referral to make. Every command naming a goal is now
+    refused them as one naming no goal of the plan, in the same code, words and details, and
+    records nothing; the worker, shown the goal, is still told of its counseling."""
+    await agreed_plan(planning, "case-su", goal("goal-walk"), sober())
+    unknown = "goal-nowhere"
+
+    def requests(goal_id: str) -> list[Callable[[], Awaitable[Any]]]:
+        """A coordinator's AchieveGoal, EvaluateProgress, DropGoal and ReviseGoal naming
+        ``goal_id``, each under its own key."""
+        stub, case_id = planning.stub, "case-su"
+
+        def context(rpc: str) -> common_pb2.CommandContext:
+            return ctx(COORDINATOR, key=f"{rpc}-{goal_id}")
+
+        rated = planning_pb2.GoalProgress(goal_id=goal_id, rating="on_track")
+        revised = planning_pb2.Goal(
+            goal_id=goal_id, statement="With a group", term="short", need_category="substance_use"
+        )
+        return [
+            lambda: stub.AchieveGoal(
+                planning_pb2.AchieveGoalRequest(
+                    context=context("achieve"), case_id=case_id, goal_id=goal_id
+                )
+            ),
+            lambda: stub.EvaluateProgress(
+                planning_pb2.EvaluateProgressRequest(
+                    context=context("evaluate"), case_id=case_id, goal_progress=[rated]
+                )
+            ),
+            lambda: stub.DropGoal(
+                planning_pb2.DropGoalRequest(
+                    context=context("drop"), case_id=case_id, goal_id=goal_id, reason="moved on"
+                )
+            ),
+            lambda: stub.ReviseGoal(
+                planning_pb2.ReviseGoalRequest(
+                    context=context("revise"), case_id=case_id, goal=revised, reason="a group"
+                )
+            ),
+        ]
+
+    written = await planning.store.read_all(0)
+    pairs = zip(requests("goal-sober"), requests(unknown), strict=True)
+    for index, (withheld, unheard) in enumerate(pairs):
+        as_withheld = await told(withheld(), "goal-sober")
+        assert as_withheld[0] is grpc.StatusCode.NOT_FOUND, index
+        assert as_withheld == await told(unheard(), unknown), index
+        assert "counseling" not in str(as_withheld)
+    assert await planning.store.read_all(0) == written, "nothing recorded"
+
+    # Shown the goal, the case's worker is told what its counseling task needs.
+    achieve = planning_pb2.AchieveGoalRequest(
+        context=ctx(WORKER, key="worker"), case_id="case-su", goal_id="goal-sober"
+    )
+    code, details = await refused(planning.stub.AchieveGoal(achieve))
+    info = one(details, error_details_pb2.ErrorInfo)
+    assert (code, info.reason) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "COUNSELING_REQUIRES_LICENSED_SOCIAL_WORKER",
+    )
+    assert info.metadata["goal_id"] == "goal-sober"
+
+
+async def test_an_ordering_refusal_names_no_goal_to_a_caller_not_shown_it(
+    planning: Planning,
+) -> None:
+    """A change of the plan, or the closure, dated before the plan's latest work was refused
+    naming that work: "must not be before goal goal-sober was achieved", to a coordinator whose
+    view lists no such goal. To a caller not entitled the latest work is told in words naming
+    no goal, whichever it was; its moment still says what to state."""
+    await agreed_plan(planning, "case-su", goal("goal-walk"), sober())
+    achieved = GoalAchieved(case_id="case-su", plan_id="plan-case-su", goal_id="goal-sober")
+    await planning.bus.record(
+        PLANNING, "case-su", achieved, actor=WORKER, occurred_at=PLANNED + 2 * H
+    )
+
+    async def problem(actor: Actor, key: str, closing: bool) -> str:
+        # After the agreement, before the achievement.
+        context = dated(actor, key, PLANNED + H + H / 2)
+        call = (
+            planning.stub.CloseCase(
+                planning_pb2.CloseCaseRequest(
+                    context=context, case_id="case-su", reason="client_moved"
+                )
+            )
+            if closing
+            else planning.stub.DropGoal(
+                planning_pb2.DropGoalRequest(
+                    context=context, case_id="case-su", goal_id="goal-walk", reason="moved on"
+                )
+            )
+        )
+        code, details = await refused(call)
+        assert code is grpc.StatusCode.INVALID_ARGUMENT
+        [violation] = one(details, error_details_pb2.BadRequest).field_violations
+        assert violation.field == "context.occurred_at"
+        return str(violation.description)
+
+    drop = await problem(COORDINATOR, "c-drop", closing=False)
+    assert drop.startswith("must not be before the latest change of plan plan-case-su (")
+    closure = await problem(COORDINATOR, "c-close", closing=True)
+    assert closure.startswith("must not be before the latest planning work of case case-su (")
+    assert "goal-sober" not in drop + closure
+    # The case's worker, entitled, is told the work by name.
+    drop = await problem(WORKER, "w-drop", closing=False)
+    assert drop.startswith("must not be before goal goal-sober was achieved (")
