@@ -160,16 +160,25 @@ def _drop_entries(message: Message, path: str, drops: Callable[[Any], bool]) -> 
 
 
 def _unlink(message: Message, parts: list[str], ids: Set[str]) -> None:
+    def clear(holder: Message, name: str) -> None:
+        if getattr(holder, name) in ids:
+            holder.ClearField(name)
+
+    _at_each(message, parts, clear)
+
+
+def _at_each(message: Message, parts: list[str], act: Callable[[Message, str], None]) -> None:
+    """``act`` on each message holding the field at the end of ``parts`` (with that field's
+    name), through every entry of a list and every sub-message set on the way."""
     name, rest = parts[0], parts[1:]
-    value = getattr(message, name)
     if not rest:
-        if value in ids:
-            message.ClearField(name)
+        act(message, name)
         return
+    value = getattr(message, name)
     repeated = not isinstance(value, Message)
     children = list(value) if repeated else ([value] if message.HasField(name) else [])
     for child in children:
-        _unlink(child, rest, ids)
+        _at_each(child, rest, act)
 
 
 def _collect_special(
@@ -198,17 +207,13 @@ def _text_at(message: Message, parts: list[str]) -> str:
 
 
 def _unlist(message: Message, parts: list[str], ids: Set[str]) -> None:
-    name, rest = parts[0], parts[1:]
-    value = getattr(message, name)
-    if not rest:
-        kept = [item for item in value if item not in ids]
-        del value[:]
-        value.extend(kept)
-        return
-    repeated = not isinstance(value, Message)
-    children = list(value) if repeated else ([value] if message.HasField(name) else [])
-    for child in children:
-        _unlist(child, rest, ids)
+    def keep_others(holder: Message, name: str) -> None:
+        listed = getattr(holder, name)
+        kept = [item for item in listed if item not in ids]
+        del listed[:]
+        listed.extend(kept)
+
+    _at_each(message, parts, keep_others)
 
 
 def _walk(message: Message, parts: list[str], *, clear: bool, whole: bool = False) -> bool:

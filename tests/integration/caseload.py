@@ -215,13 +215,7 @@ def worker_env(
 ) -> dict[str, str]:
     """The environment of a worker process for ``settings``, recording reads in ``audit``."""
     return {
-        **os.environ,
-        "CASETRAIL_KAFKA_BOOTSTRAP": settings.kafka.bootstrap_servers,
-        "CASETRAIL_CASE_EVENTS_TOPIC": settings.topic,
-        "CASETRAIL_CASE_EVENTS_PARTITIONS": str(settings.partitions),
-        "CASETRAIL_CASELOAD_APP_ID": settings.app_id,
-        "CASETRAIL_CASELOAD_DATA_DIR": str(settings.data_dir),
-        "CASETRAIL_CASELOAD_WEB_PORT": str(settings.web_port),
+        **worker_env_of(settings, settings.web_port),
         "CASETRAIL_CASELOAD_GUARANTEE": settings.processing_guarantee,
         "CASETRAIL_AUDIT_ADDRESS": audit.address,
         # A worker killed -9 leaves the group after this many seconds, which a worker taking
