@@ -584,12 +584,15 @@ async def erase_client(
     async with locks.holding([client_cases_lock(command.client_id)]):
         case_ids = await opened_cases(store, keyring, command.client_id)
         erasure = erasure_of(command, case_ids)
+        worked = await latest_case_work(store, case_ids)
         recorded = await execute(
             store,
             SOURCE,
             context,
             client_stream(command.client_id),
-            lambda history: decide_erasure(history, erasure, today, occurred_at=context.moment()),
+            lambda history: decide_erasure(
+                history, erasure, today, occurred_at=context.moment(), cases_worked=worked
+            ),
         )
     erased = next((r.event for r in recorded if isinstance(r.event, ClientErased)), None)
     if erased is None:
@@ -603,6 +606,20 @@ async def erase_client(
     for owner in owners:
         destroyed += await asyncio.to_thread(keyring.destroy, owner)
     return Erasure(recorded_of(command.client_id, recorded), erased.case_ids, destroyed)
+
+
+async def latest_case_work(
+    store: EventStore, case_ids: Sequence[str]
+) -> tuple[str, datetime] | None:
+    """The latest moment stated by intake's events of ``case_ids`` (opening, assessments,
+    consents, emergency accesses, closures followed, reopenings), in words; ``None``: none."""
+    latest: tuple[str, datetime] | None = None
+    for case_id in case_ids:
+        for recorded in await store.read_stream(case_stream(case_id)):
+            moment = recorded.metadata.occurred_at
+            if latest is None or moment > latest[1]:
+                latest = (f"the latest event of case {case_id}", moment)
+    return latest
 
 
 async def opened_cases(store: EventStore, keyring: ClientKeyring, client_id: str) -> list[str]:

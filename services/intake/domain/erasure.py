@@ -153,9 +153,13 @@ def decide_erasure(
     today: date,
     *,
     occurred_at: datetime | None,
+    cases_worked: tuple[str, datetime] | None = None,
 ) -> list[CaseEvent]:
     """``today``: the server's day (never the caller's stated moment, which may be backdated),
-    which the holds' ends are checked on. ``occurred_at``: when the erasure happened (as the
+    which the holds' ends are checked on. ``cases_worked``: the latest moment of intake's events
+    of the client's cases, in words and time; the erasure ends them too, so it is not dated
+    before it either (audit's state as it happened showed a case opened and assessed for a
+    client already erased, which intake refuses). ``occurred_at``: when the erasure happened (as the
     command states it, else now), not before the latest change of the client's record: it
     ends the record, and audit's client record as it happened would show the client erased
     while still being corrected or held."""
@@ -174,6 +178,8 @@ def decide_erasure(
             until="" if hold.until is None else hold.until.isoformat(),
         )
     require_not_before(occurred_at, record.last_change, record.changed_at)
+    if cases_worked is not None:
+        require_not_before(occurred_at, *cases_worked)
     return [erasure]
 
 

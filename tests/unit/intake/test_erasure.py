@@ -416,3 +416,34 @@ async def test_a_consent_is_still_revoked_after_the_erasure(intake: Intake) -> N
     assert violated_fields(status) == ["reason"]
     revoked = await intake.stub.RevokeConsent(revoking("v2", ""))
     assert len(revoked.result.event_ids) == 1
+
+
+async def test_an_erasure_is_not_dated_before_intakes_work_on_the_clients_cases(
+    intake: Intake,
+) -> None:
+    """The erasure ends the client's cases too: dated after the registration but before the
+    case was assessed, it was accepted, and audit's state as it happened showed the case
+    opened and assessed for a client already erased (which intake refuses)."""
+    now = datetime.now(UTC)
+    registering = marco()
+    registering.context.occurred_at.FromDatetime(now - timedelta(hours=5))
+    client_id = (await intake.stub.RegisterClient(registering)).client_id
+    opened = opening(client_id)
+    opened.context.occurred_at.FromDatetime(now - timedelta(hours=3))
+    case_id = (await intake.stub.OpenCase(opened)).result.case_id
+    assessed = assessing(case_id)
+    assessed.context.occurred_at.FromDatetime(now - timedelta(hours=1))
+    await intake.stub.RecordInitialAssessment(assessed)
+
+    for stated in (now - timedelta(hours=4), now - timedelta(hours=2)):
+        request = erasing(client_id)
+        request.context.occurred_at.FromDatetime(stated)
+        code, status = await refusal(intake.stub.EraseClient(request))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT
+        assert violated_fields(status) == ["context.occurred_at"]
+        assert f"the latest event of case {case_id}" in status.message
+
+    request = erasing(client_id)
+    request.context.occurred_at.FromDatetime(now - timedelta(minutes=30))
+    erased = await intake.stub.EraseClient(request)
+    assert list(erased.erased_case_ids) == [case_id]
