@@ -26,12 +26,16 @@ DEFAULT_PURPOSE = AccessPurpose.CONFIDENTIALITY_REVIEW
 
 
 class Refused(Exception):
-    """Why a view is not answered: the HTTP status, the words, the rule or reason code."""
+    """Why a view is not answered: the HTTP status, the words, the rule or reason code, and
+    when to ask again (``Retry-After``) if the refusal says."""
 
-    def __init__(self, status: int, message: str, code: str) -> None:
+    def __init__(
+        self, status: int, message: str, code: str, retry_after_seconds: int | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
+        self.retry_after_seconds = retry_after_seconds
 
 
 @dataclass(frozen=True)

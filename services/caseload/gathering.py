@@ -19,8 +19,21 @@ record, it is answered only to the process that asked for it: the request carrie
 nonce (``PART_MARK``) and the asker's address (``ASKER``), which must be a process of the
 group, and the receiver asks that process, at the address the assignment gives, whether it is
 waiting for that nonce (``CONFIRMATION_PATH``; ``confirm`` consumes it) before answering, else
-403 ``PART_NOT_ASKED``. A caller sending the marks gains nothing: no nonce it sends is awaited,
-so it gets no part, and a part request is answered here, never forwarded again.
+403 ``PART_NOT_ASKED``, refused on the record as the views' other refusals (``PartNotAsked``:
+the verified caller, the view, no case; their subject and agency logged). A caller sending the
+marks gains nothing: no nonce it sends is awaited, so it gets no part, and a part request is
+answered here, never forwarded again. A confirmation that cannot be had (the asker out of reach
+or silent) is 503 ``OWNER_UNAVAILABLE``: the asker's view fails, no caller is suspected.
+
+Two processes gathering from each other wait on each other: a part request holds a connection
+of the asker until its receiver has confirmed it with the asker. Each kind of request has its
+own pool of connections (``OwnerRouter.pool``), so that a confirmation never waits behind part
+requests or forwarded per-worker views (sharing Faust's 100, ~100 views gathered at once on each
+of two processes starved every confirmation: every view 503, and each part refused as unasked).
+A process gathers at most ``GATHERS_AT_ONCE`` views at once, one part connection to each other
+process each: a part request never waits for a connection; a view over it waits its turn, up
+to ``TURN_SECONDS``, else 503 ``SERVER_BUSY`` with ``Retry-After``. Answering a part or a
+confirmation takes no turn: a process answers the others whatever it gathers itself.
 """
 
 from __future__ import annotations
@@ -28,7 +41,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from typing import Any, TypeVar, cast
 
 from pydantic import ValidationError
@@ -55,6 +69,17 @@ CONFIRMATION_PATH = "/caseload-parts/"
 PART_SECONDS = 20.0
 """A part: read from tables in memory, after one confirmation (``CONFIRMATION_SECONDS``)."""
 CONFIRMATION_SECONDS = 10.0
+GATHERS_AT_ONCE = 64
+"""All-worker views this process gathers at once, and the part connections it holds to each
+other process (``PARTS_POOL``): each view one, so no part request waits for a connection."""
+TURN_SECONDS = 10.0
+"""How long a view over ``GATHERS_AT_ONCE`` waits for its turn before 503 ``SERVER_BUSY``."""
+RETRY_AFTER_SECONDS = 1
+CONFIRMATION_CONNECTIONS = 1000
+"""Confirmations this process asks of each other process at once: one per part it is asked,
+up to ``GATHERS_AT_ONCE`` from each other process, with room to spare."""
+PARTS_POOL = "parts"
+CONFIRMATIONS_POOL = "confirmations"
 
 P = TypeVar("P", bound=Part)
 
@@ -67,6 +92,7 @@ class Gathering:
         self.app = app
         self._awaited: set[str] = set()
         """Nonces of the parts this process is asking for now."""
+        self._turns = asyncio.Semaphore(GATHERS_AT_ONCE)
 
     @property
     def _router(self) -> OwnerRouter:
@@ -93,24 +119,41 @@ class Gathering:
         view = request.rel_url.with_query({**request.query, **pinned})
         headers = forwarded_headers(request.headers)
         nonces = {at: secrets.token_urlsafe(32) for at in others}
-        self._awaited.update(nonces.values())
         asker = str(self.app.conf.canonical_url)
-        try:
-            async with asyncio.TaskGroup() as group:
-                asked = [
-                    group.create_task(
-                        self._part(at, view, {**headers, PART_MARK: nonce, ASKER: asker}, kind)
-                    )
-                    for at, nonce in nonces.items()
-                ]
-        except ExceptionGroup:  # each logged where it failed; the others were cancelled
-            raise owner_unavailable() from None
-        finally:
-            self._awaited.difference_update(nonces.values())
+        async with self._turn():  # no part request waits for a connection (GATHERS_AT_ONCE)
+            self._awaited.update(nonces.values())
+            try:
+                async with asyncio.TaskGroup() as group:
+                    asked = [
+                        group.create_task(
+                            self._part(at, view, {**headers, PART_MARK: nonce, ASKER: asker}, kind)
+                        )
+                        for at, nonce in nonces.items()
+                    ]
+            except ExceptionGroup:  # each logged where it failed; the others were cancelled
+                raise owner_unavailable() from None
+            finally:
+                self._awaited.difference_update(nonces.values())
         return [task.result() for task in asked]
 
+    @asynccontextmanager
+    async def _turn(self) -> AsyncIterator[None]:
+        """One of the ``GATHERS_AT_ONCE`` views gathered at once, waited for up to
+        ``TURN_SECONDS``; else ``Refused`` 503 ``SERVER_BUSY``."""
+        try:
+            async with asyncio.timeout(TURN_SECONDS):
+                await self._turns.acquire()
+        except TimeoutError:
+            raise _busy() from None
+        try:
+            yield
+        finally:
+            self._turns.release()
+
     async def _part(self, at: URL, view: URL, headers: Mapping[str, str], kind: type[P]) -> P:
-        reply = await self._router.ask(at, view, headers, seconds=PART_SECONDS)
+        router = self._router
+        parts = router.pool(PARTS_POOL, GATHERS_AT_ONCE)
+        reply = await router.ask(at, view, headers, seconds=PART_SECONDS, client=parts)
         if reply.status != 200:  # not ready, refused, another assignment: no part of it
             log.warning("caseload: a process of the group answered a part %d", reply.status)
             raise owner_unavailable()
@@ -129,9 +172,9 @@ class Gathering:
         return PART_MARK in headers or FORWARDED_MARK in headers
 
     async def require_asked(self, headers: Mapping[str, str]) -> None:
-        """``Refused`` 403 ``PART_NOT_ASKED`` unless the group's process the part request
-        names asked for it: that process, at its address in the assignment, waits for the
-        request's nonce (``CONFIRMATION_PATH``)."""
+        """``PartNotAsked`` unless the group's process the part request names asked for it:
+        that process, at its address in the assignment, waits for the request's nonce
+        (``CONFIRMATION_PATH``); ``Refused`` 503 ``OWNER_UNAVAILABLE`` when it cannot tell."""
         nonce, asker = headers.get(PART_MARK, ""), headers.get(ASKER, "")
         router = self._router
         members = [
@@ -140,18 +183,21 @@ class Gathering:
             if not router.is_this_process(at) and router.same_process(at, asker)
         ]
         if not nonce or not members:
-            raise _not_asked()
-        try:
-            confirmed = await router.ask(
-                members[0],
-                URL(CONFIRMATION_PATH),
-                {PART_MARK: nonce},
-                seconds=CONFIRMATION_SECONDS,
+            raise PartNotAsked()
+        confirmed = await router.ask(  # out of reach or silent: 503, logged there
+            members[0],
+            URL(CONFIRMATION_PATH),
+            {PART_MARK: nonce},
+            seconds=CONFIRMATION_SECONDS,
+            client=router.pool(CONFIRMATIONS_POOL, CONFIRMATION_CONNECTIONS),
+        )
+        if confirmed.status == 404:
+            raise PartNotAsked()
+        if confirmed.status != 200:  # no yes or no from the asker
+            log.warning(
+                "caseload: a process of the group answered a confirmation %d", confirmed.status
             )
-        except Refused:
-            raise _not_asked() from None
-        if confirmed.status != 200:
-            raise _not_asked()
+            raise owner_unavailable()
 
     def confirm(self, nonce: str) -> bool:
         """Whether this process waits for the part of ``nonce``; once only."""
@@ -161,11 +207,24 @@ class Gathering:
         return True
 
 
-def _not_asked() -> Refused:
-    log.warning("caseload: a part of an all-worker view was asked by no process of the group")
+class PartNotAsked(Refused):
+    """403 ``PART_NOT_ASKED``: a part request no process of the group made (a caller's), to be
+    refused on the record (``web``)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            403,
+            "a part of an all-worker view is answered only to the process of the group that"
+            " asked for it: ask for the view without X-Caseload-Forwarded or X-Caseload-Part",
+            "PART_NOT_ASKED",
+        )
+
+
+def _busy() -> Refused:
     return Refused(
-        403,
-        "a part of an all-worker view is answered only to the process of the group that asked"
-        " for it: ask for the view without X-Caseload-Forwarded or X-Caseload-Part",
-        "PART_NOT_ASKED",
+        503,
+        f"this process is gathering its limit of {GATHERS_AT_ONCE} all-worker views at once:"
+        f" ask again in {RETRY_AFTER_SECONDS} s",
+        "SERVER_BUSY",
+        retry_after_seconds=RETRY_AFTER_SECONDS,
     )

@@ -33,7 +33,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, cast
 
 import faust
 from faust import StreamT
@@ -175,6 +175,7 @@ class CaseloadApp(faust.App):
         await super().on_stop()
         if self.access_recorder is not None:
             await self.access_recorder.close()
+        await cast(OwnerRouter, self.router).close()
 
     def on_rebalance_start(self) -> None:
         # Told first: the views stop answering before anything of the rebalance happens.

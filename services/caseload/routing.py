@@ -17,7 +17,8 @@ a bare 500). The views refuse any request but a GET or HEAD without a body befor
 (``require_a_plain_read``).
 
 The all-worker views ask every process owning partitions of the tables for its part the same
-way (``ask``, ``owners``; ``gathering``).
+way (``ask``, ``owners``; ``gathering``), through pools of connections of their own
+(``pool``): a request never waits for a connection behind requests of another kind.
 """
 
 from __future__ import annotations
@@ -99,6 +100,7 @@ class OwnerRouter(Router):
             # Views that ask for a client certificate (CASETRAIL_TLS_CLIENT_CA) get their own.
             certificate, key, _ = web_tls.files
             self.ssl_context.load_cert_chain(certificate, key)
+        self._pools: dict[str, aiohttp.ClientSession] = {}
 
     async def route_req(self, table_name: str, key: Any, web: Any, request: Any) -> Any:
         """The owner's answer (its status and body), or ``SameNode`` when this process owns
@@ -129,12 +131,15 @@ class OwnerRouter(Router):
         *,
         method: str = "GET",
         seconds: float = FORWARD_SECONDS,
+        client: aiohttp.ClientSession | None = None,
     ) -> Reply:
         """``view`` (a path and query) asked of the group's ``process`` at its address, over
-        the deployment's TLS, with ``headers`` and ``FORWARDED_MARK``; ``Refused`` 503
+        the deployment's TLS, with ``headers`` and ``FORWARDED_MARK``, through ``client`` (a
+        ``pool``; ``None``: Faust's, the forwarded per-worker views'); ``Refused`` 503
         ``OWNER_UNAVAILABLE`` when no answer comes within ``seconds``."""
+        http = self.app.http_client if client is None else client
         try:
-            async with self.app.http_client.request(
+            async with http.request(
                 method=method,
                 url=self._owners(process, view),
                 headers={**headers, FORWARDED_MARK: "1"},
@@ -154,6 +159,24 @@ class OwnerRouter(Router):
                 type(error).__name__,
             )
             raise owner_unavailable() from None
+
+    def pool(self, name: str, connections_per_process: int) -> aiohttp.ClientSession:
+        """The client of the pool ``name``, opened on first use (in the web server's loop),
+        with connections of its own, ``connections_per_process`` to each process at most.
+        aiohttp counts the wait for a free connection in the connect timeout: in a shared
+        pool, a request behind others it waits for was refused 503 after ``CONNECT_SECONDS``
+        however near its answer was (``gathering``)."""
+        client = self._pools.get(name)
+        if client is None or client.closed:
+            connector = aiohttp.TCPConnector(limit=0, limit_per_host=connections_per_process)
+            client = self._pools[name] = aiohttp.ClientSession(connector=connector)
+        return client
+
+    async def close(self) -> None:
+        """Close the pools' connections (Faust closes its own client)."""
+        for client in self._pools.values():
+            await client.close()
+        self._pools.clear()
 
     def owners(self, table_name: str) -> dict[URL, frozenset[int]]:
         """Every process of the group, by its address, with the partitions of ``table_name``

@@ -40,11 +40,16 @@ purpose, bad query) or 503 (no issuer; audit not configured or unreachable: noth
 disclosed that is not recorded; ``NOT_READY`` while the tables are being recovered: at the
 start, and from the start of each rebalance until they hold the new assignment). The
 contacts-per-day view names no case: decided, not recorded. A part of an all-worker view,
-answered to the process that asked for it, is no read: that process records the view's.
+answered to the process that asked for it, is no read: that process records the view's. A part
+request no process of the group made (a caller sending its marks) is refused 403
+``PART_NOT_ASKED`` on the record as the other refusals, logged with the caller's subject and
+agency: a read of the view naming no case is recorded with the caller's token, so a role audit
+refuses the views is recorded refused (and answered audit's 403).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -59,9 +64,9 @@ from casetrail_platform.limits import MOMENT_RANGE, within_moment_bounds
 from casetrail_platform.typed_numbers import ascii_whole_number
 from events.catalog.base import Identifier
 from services.caseload import queries
-from services.caseload.access import CaseloadGate, Refused
+from services.caseload.access import Caller, CaseloadGate, Refused
 from services.caseload.domain import OverdueFollowUp
-from services.caseload.gathering import CONFIRMATION_PATH, PART_MARK, Gathering
+from services.caseload.gathering import CONFIRMATION_PATH, PART_MARK, Gathering, PartNotAsked
 from services.caseload.parts import (
     CaseloadsPart,
     OverduePart,
@@ -75,6 +80,8 @@ from services.caseload.parts import (
 from services.caseload.processor import CaseloadApp
 from services.caseload.recording import AccessRecorder, View
 from services.caseload.routing import READ_METHODS, require_a_plain_read
+
+log = logging.getLogger(__name__)
 
 MAX_DAYS = 35
 DEFAULT_LIMIT = 100
@@ -97,6 +104,8 @@ class Answer:
     view: View | None
     """``None``: no read to record, a part another process asked for (``gathering``)."""
     case_ids: tuple[str, ...] = ()
+    refusal: Refused | None = None
+    """Refused once recorded (a read of ``view`` naming no case): a part no process asked."""
 
 
 Handler = Callable[..., Awaitable[Answer]]
@@ -133,8 +142,12 @@ def add_views(app: CaseloadApp) -> None:
                         "NOT_READY",
                     )
                 answer = await handler(request, *args, **kwargs)
+                if answer.refusal is not None:
+                    _log_refused(caller, answer.refusal)
                 if answer.view is not None:
                     await recorder.record(caller, answer.view, answer.case_ids)
+                if answer.refusal is not None:
+                    raise answer.refusal
             except BadQuery as error:
                 return view.json({"error": str(error)}, status=400, headers=ANSWER_HEADERS)
             except Refused as refused:
@@ -145,17 +158,21 @@ def add_views(app: CaseloadApp) -> None:
 
     def gathered(
         kind: type[P],
+        read: View,
         local: Callable[[Any, frozenset[int]], P],
         merged: Callable[[Any, list[P]], Answer],
     ) -> Handler:
-        """An all-worker view: this process's part (``local``, its tables read at once) and
-        every other process's (``gathering``), ``merged``; to a process asking for this one's
-        part, that part, recorded by the asker with the view's answer."""
+        """An all-worker view (``read``): this process's part (``local``, its tables read at
+        once) and every other process's (``gathering``), ``merged``; to a process asking for
+        this one's part, that part, recorded by the asker with the view's answer."""
 
         async def handler(request: Any) -> Answer:
             here = local(request, gathering.partitions_here())  # a bad query: 400 here
             if gathering.is_part(request.headers):
-                await gathering.require_asked(request.headers)
+                try:
+                    await gathering.require_asked(request.headers)
+                except PartNotAsked as refused:
+                    return Answer({}, read, refusal=refused)
                 return Answer(here.model_dump(mode="json"), None)
             every = [here, *await gathering.parts(request, here.pinned(), kind)]
             require_whole(every, app.settings.partitions)
@@ -227,15 +244,32 @@ def add_views(app: CaseloadApp) -> None:
         asked = gathering.confirm(request.headers.get(PART_MARK, ""))
         return view.json({"asked": asked}, status=200 if asked else 404, headers=ANSWER_HEADERS)
 
-    app.page("/caseload/")(guarded(gathered(CaseloadsPart, caseloads_here, all_caseloads)))
+    caseloads = gathered(
+        CaseloadsPart, audit_pb2.CASELOAD_VIEW_CASELOADS, caseloads_here, all_caseloads
+    )
+    overdue = gathered(OverduePart, audit_pb2.CASELOAD_VIEW_OVERDUE, overdue_here, all_overdue)
+    app.page("/caseload/")(guarded(caseloads))
     app.page("/caseload/{worker}/")(routed(worker_caseload))
-    app.page("/overdue/")(guarded(gathered(OverduePart, overdue_here, all_overdue)))
+    app.page("/overdue/")(guarded(overdue))
     app.page("/overdue/{worker}/")(routed(worker_overdue))
     app.page("/contacts/{worker}/")(routed(worker_contacts))
     # Operational counters only, no case: open like the services' health checks.
     app.page("/caseload-status/")(status_page(app, readiness=False))
     app.page("/caseload-status/ready/")(status_page(app, readiness=True))
     app.page(CONFIRMATION_PATH)(confirmation)
+
+
+def _log_refused(caller: Caller, refused: Refused) -> None:
+    """Who was refused, by subject and agency (never the token): audit records no refusal of
+    a caller whose role it allows the views."""
+    who = caller.principal
+    log.warning(
+        "caseload: %s refused to %s of agency %s: %s",
+        refused.code,
+        who.subject,
+        who.agency,
+        refused,
+    )
 
 
 def refusal(view: Any, refused: Refused) -> Any:
@@ -245,6 +279,8 @@ def refusal(view: Any, refused: Refused) -> Any:
         headers["WWW-Authenticate"] = "Bearer"
     if refused.status == 405:
         headers["Allow"] = ", ".join(sorted(READ_METHODS))
+    if refused.retry_after_seconds is not None:
+        headers["Retry-After"] = str(refused.retry_after_seconds)
     return view.json(
         {"error": str(refused), "reason": refused.code}, status=refused.status, headers=headers
     )

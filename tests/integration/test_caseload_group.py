@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from events.catalog.access import RecordAccessed
+from events.catalog.access import RecordAccessDenied, RecordAccessed
 from events.envelope import RecordedEvent
 from services.caseload.gathering import ASKER, PART_MARK
 from services.caseload.routing import FORWARDED_MARK
@@ -64,6 +64,16 @@ async def accesses(audit: RunningAudit) -> list[tuple[str, str]]:
         (e.event.case_id, ",".join(s.value for s in e.event.sections))
         for e in events
         if isinstance(e.event, RecordAccessed)
+    ]
+
+
+async def refusals(audit: RunningAudit) -> list[tuple[str, str]]:
+    """The refusals audit recorded so far: case (``caseloads`` when none) and who, in order."""
+    events = await audit.store.read_all(limit=10_000)
+    return [
+        (e.event.case_id, e.event.accessor_id)
+        for e in events
+        if isinstance(e.event, RecordAccessDenied)
     ]
 
 
@@ -173,6 +183,14 @@ async def test_each_process_of_a_group_answers_the_all_worker_views_whole_record
                     status, body = await get(port, path, auditor, marks)
                     assert (status, body["reason"]) == (403, "PART_NOT_ASKED"), (port, path)
             assert (await accesses(audit))[before:] == []
+            # The refusal is on record as the views' others: a role audit refuses them is
+            # recorded refused, naming no case (nothing was, review rev-r3b).
+            denied = len(await refusals(audit))
+            receptionist = issuer.mint("mallory.k", "receptionist")
+            marks = {PART_MARK: "guessed", ASKER: f"http://127.0.0.1:{ports[1]}"}
+            status, body = await get(ports[0], "/caseload/", receptionist, marks)
+            assert status == 403, body
+            assert (await refusals(audit))[denied:] == [("caseloads", "mallory.k")]
             assert all([await reports_ready(port) for port in ports])  # still one group of two
             # The first process gone, the other cannot have its part until the group hands
             # its partitions over (the session timeout, 10 s): refused, not a part of the view.

@@ -30,6 +30,7 @@ from tests.support.caseload import assigned, recovered
 from tests.support.certificates import Certificates
 from tests.support.identity import TestIssuer
 from tests.support.servers import free_port
+from tests.support.waiting import eventually
 
 
 def test_the_views_are_https_with_the_services_certificate(
@@ -328,6 +329,7 @@ async def _serving(*workers: Worker) -> AsyncIterator[None]:
         for worker in workers:
             await worker.app.web.stop_server()
             await worker.app.http_client.close()
+            await worker.app.router.close()
 
 
 def _routing_to(worker: Worker, owner: Worker) -> None:
@@ -659,7 +661,7 @@ async def test_a_part_is_answered_only_to_the_process_of_the_group_that_asked_fo
     """A part is no read of its own (the process asked records the view's), so it must be no
     way around the record: a caller sending the marks of a part, a nonce guessed or taken from
     a part already answered, or naming a process that is none of the group, gets 403
-    PART_NOT_ASKED and nothing is recorded."""
+    PART_NOT_ASKED, refused on the record naming no case."""
     from services.caseload.gathering import ASKER, PART_MARK
 
     asked, owner = _gathering_group(tmp_path, issuer, certificates)
@@ -694,7 +696,8 @@ async def test_a_part_is_answered_only_to_the_process_of_the_group_that_asked_fo
     for status, body in refusals:
         assert (status, body["reason"]) == (403, "PART_NOT_ASKED"), body
     assert anonymous[0] == 401  # the token is verified all the same
-    assert asked.recorded == owner.recorded == []
+    assert asked.recorded == []
+    assert owner.recorded == [()] * len(refusals)
 
 
 @pytest.mark.parametrize("trouble", ["gone", "not ready", "a rebalance", "a partition unheld"])
@@ -723,3 +726,210 @@ async def test_an_all_worker_view_without_every_partitions_part_is_refused(
     for status, body in answers:
         assert (status, body["reason"]) == (503, "OWNER_UNAVAILABLE"), body
     assert asked.recorded == owner.recorded == []
+
+
+async def test_a_forged_part_is_refused_on_the_record_naming_its_caller(
+    tmp_path: Path,
+    issuer: TestIssuer,
+    certificates: Certificates,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A verified caller sending a part's marks was refused 403 PART_NOT_ASKED with nothing
+    recorded and nobody named in the log (review rev-r3b): the refusal is recorded as the
+    views' other refusals (audit's record of the view with the caller's token, naming no case)
+    and logged with the caller's subject and agency, never their token. Without a valid token
+    it stays 401, nothing recorded."""
+    from casetrail.audit.v1 import audit_pb2
+    from services.caseload.gathering import ASKER, PART_MARK
+
+    asked, owner = _gathering_group(tmp_path, issuer, certificates)
+    recorded: list[tuple[str, int, tuple[str, ...]]] = []
+
+    async def record(caller: Any, view: int, case_ids: Any) -> None:
+        recorded.append((caller.principal.subject, view, tuple(case_ids)))
+
+    owner.app.access_recorder.record = record
+    token = issuer.mint("mallory.k", "receptionist", agency="westbay-dss")
+    marks = {PART_MARK: "x" * 43, ASKER: str(asked.app.conf.canonical_url)}
+    ca = tmp_path / "ca.crt"
+    async with _serving(asked, owner):
+        forged = [
+            await _https_get(owner.port, path, ca, {"Authorization": f"Bearer {token}", **marks})
+            for path in ("/caseload/", "/overdue/")
+        ]
+        unverified = await _https_get(
+            owner.port, "/caseload/", ca, {"Authorization": "Bearer not-a-token", **marks}
+        )
+    for status, body in forged:
+        assert (status, body["reason"]) == (403, "PART_NOT_ASKED"), body
+    assert unverified[0] == 401
+    assert recorded == [
+        ("mallory.k", audit_pb2.CASELOAD_VIEW_CASELOADS, ()),
+        ("mallory.k", audit_pb2.CASELOAD_VIEW_OVERDUE, ()),
+    ]
+    refusals = [r.getMessage() for r in caplog.records if "PART_NOT_ASKED" in r.getMessage()]
+    assert len(refusals) == 2
+    assert all("mallory.k" in m and "westbay-dss" in m for m in refusals), refusals
+    assert token not in caplog.text
+
+
+async def test_a_part_whose_asker_cannot_be_asked_back_is_unavailable_not_unasked(
+    tmp_path: Path,
+    issuer: TestIssuer,
+    certificates: Certificates,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A confirmation that could not be made (the asker out of reach, or its connections all
+    taken) was taken for a part nobody asked: 403 PART_NOT_ASKED, logged as one. It is 503
+    OWNER_UNAVAILABLE, as any process of the group that cannot be asked, recorded as no
+    refusal."""
+    from services.caseload.gathering import ASKER, PART_MARK
+
+    asked, owner = _gathering_group(tmp_path, issuer, certificates)
+    token = f"Bearer {issuer.mint('james.liu', 'auditor')}"
+    marks = {PART_MARK: "x" * 43, ASKER: str(asked.app.conf.canonical_url)}
+    async with _serving(owner):  # the asker's views are down
+        status, body = await _https_get(
+            owner.port, "/caseload/", tmp_path / "ca.crt", {"Authorization": token, **marks}
+        )
+    assert (status, body["reason"]) == (503, "OWNER_UNAVAILABLE"), body
+    assert owner.recorded == []
+    assert "PART_NOT_ASKED" not in caplog.text
+
+
+async def _views_at_once(
+    ports: list[int], path: str, ca: Path, headers: Mapping[str, str]
+) -> list[tuple[int, Any]]:
+    """``path`` asked of each of ``ports`` at once, each on its own connection."""
+    context = ssl.create_default_context(cafile=str(ca))
+
+    async def one(http: aiohttp.ClientSession, port: int) -> tuple[int, Any]:
+        url = f"https://localhost:{port}{path}"
+        async with http.get(url, headers=headers, ssl=context) as answer:
+            return answer.status, json.loads(await answer.text())
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+        return await asyncio.gather(*(one(http, port) for port in ports))
+
+
+def _with_faust_pool(monkeypatch: pytest.MonkeyPatch, workers: list[Worker], size: int) -> None:
+    """Faust's client (100 connections) made ``size`` for ``workers``, its wait for a free
+    connection ending sooner (aiohttp counts it in the connect timeout)."""
+    from services.caseload import routing
+
+    monkeypatch.setattr(routing, "CONNECT_SECONDS", 1.0)
+    for worker in workers:
+        connector = aiohttp.TCPConnector(limit=size)
+        worker.app.http_client = aiohttp.ClientSession(connector=connector)
+
+
+async def test_two_processes_gathering_from_each_other_at_once_answer_every_view(
+    tmp_path: Path,
+    issuer: TestIssuer,
+    certificates: Certificates,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A part request holds a connection of its asker until its receiver has confirmed it with
+    the asker, and both went through Faust's client: with more views gathered at once on each
+    of two processes than it has connections (100), every confirmation waited behind part
+    requests waiting for it, ~190 of 202 views 503 and each part logged as asked by no process
+    (review rev-r3b). Confirmations have connections of their own; parts too."""
+    asked, owner = _gathering_group(tmp_path, issuer, certificates)
+    _with_faust_pool(monkeypatch, [asked, owner], 4)
+    token = {"Authorization": f"Bearer {issuer.mint('james.liu', 'auditor')}"}
+    async with _serving(asked, owner):
+        answers = await _views_at_once(
+            [asked.port, owner.port] * 12, "/caseload/", tmp_path / "ca.crt", token
+        )
+    assert [status for status, _ in answers] == [200] * 24, answers
+    assert "PART_NOT_ASKED" not in caplog.text
+
+
+async def test_forwarded_views_filling_faust_pool_hold_up_no_confirmation(
+    tmp_path: Path,
+    issuer: TestIssuer,
+    certificates: Certificates,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Per-worker views a process forwards, waiting for a slow audit at their owner, held all
+    of Faust's connections: a part that process was asked then waited for one to confirm with
+    its asker, and the view gathered failed 503 (review rev-r3b)."""
+    from casetrail.audit.v1 import audit_pb2
+
+    asked, owner = _gathering_group(tmp_path, issuer, certificates)
+    _routing_to(asked, owner)
+    _routing_to(owner, owner)
+    _with_faust_pool(monkeypatch, [asked], 2)
+    audit_answers = asyncio.Event()
+    held: list[tuple[str, ...]] = []
+
+    async def slow_for_the_forwarded(caller: Any, view: int, case_ids: Any) -> None:
+        if view == audit_pb2.CASELOAD_VIEW_CASELOADS:
+            held.append(tuple(case_ids))
+            await audit_answers.wait()
+
+    owner.app.access_recorder.record = slow_for_the_forwarded
+    ca = tmp_path / "ca.crt"
+    token = {"Authorization": f"Bearer {issuer.mint('james.liu', 'auditor')}"}
+    async with _serving(asked, owner):
+        forwarded = asyncio.ensure_future(
+            _views_at_once([asked.port] * 2, "/caseload/w-ana/", ca, token)
+        )
+
+        async def both_held() -> bool | None:
+            return len(held) == 2 or None
+
+        await eventually(both_held, "both forwarded views waiting for audit")
+        overdue = await _https_get(owner.port, "/overdue/?today=2030-02-01", ca, token)
+        audit_answers.set()
+        assert [status for status, _ in await forwarded] == [200, 200]
+    assert overdue[0] == 200, overdue
+
+
+async def test_views_over_the_gathers_at_once_wait_their_turn_else_are_refused_busy(
+    tmp_path: Path,
+    issuer: TestIssuer,
+    certificates: Certificates,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A process gathers at most GATHERS_AT_ONCE views at once, each with one connection of
+    the parts' pool to each other process, which has as many: no part request waits for a
+    connection. A view over them waits its turn up to TURN_SECONDS, else 503 SERVER_BUSY with
+    Retry-After, no part asked."""
+    from services.caseload import gathering
+
+    monkeypatch.setattr(gathering, "GATHERS_AT_ONCE", 1)
+    monkeypatch.setattr(gathering, "TURN_SECONDS", 0.5)
+    asked, owner = _gathering_group(tmp_path, issuer, certificates)
+    parts_answer = asyncio.Event()
+    parts: list[URL] = []
+    ask = asked.app.router.ask
+
+    async def held(process: URL, view: URL, headers: Mapping[str, str], **options: Any) -> Any:
+        parts.append(view)
+        await parts_answer.wait()
+        return await ask(process, view, headers, **options)
+
+    asked.app.router.ask = held
+    ca = tmp_path / "ca.crt"
+    token = issuer.mint("james.liu", "auditor")
+    signed = _get("/caseload/", "Host: localhost", f"Authorization: Bearer {token}")
+    async with _serving(asked, owner):
+        first = asyncio.ensure_future(_sent_as_is(asked.port, signed, ca))
+
+        async def gathering_one() -> bool | None:
+            return bool(parts) or None
+
+        await eventually(gathering_one, "the first view asking for its part")
+        busy = await _sent_as_is(asked.port, signed, ca)
+        waiting = asyncio.ensure_future(_sent_as_is(asked.port, signed, ca))
+        await asyncio.sleep(0.1)
+        parts_answer.set()
+        answered = [await first, await waiting]
+    assert busy.status == 503, busy
+    assert json.loads(busy.body)["reason"] == "SERVER_BUSY"
+    assert busy.headers["Retry-After"] == "1"
+    assert _has_answer_headers(busy.headers)
+    assert [answer.status for answer in answered] == [200, 200], answered
+    assert len(parts) == 2  # the busy view asked for none
