@@ -19,7 +19,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 
 from casetrail_platform.bus.deadletter import DeadLetter, failure_text
-from casetrail_platform.bus.errors import is_outage, is_retriable
+from casetrail_platform.bus.errors import BarrierNotReachedError, is_outage, is_retriable
 from casetrail_platform.bus.message import BusMessage
 from casetrail_platform.bus.ordering import SequenceGuard, untracked_stream_prefixes
 from casetrail_platform.bus.port import BatchHandler, Handler
@@ -45,6 +45,10 @@ it is stuck."""
 
 Decoder = Callable[[BusMessage], RecordedEvent | Exception]
 """Decodes a message, returning (not raising) what went wrong, so a result can be shared."""
+
+BARRIER_LOG_EVERY = 10
+"""A handler waiting for a group to catch up is logged at its first wait and every tenth: at
+the backoff's ceiling, one line every few minutes for as long as it waits."""
 
 _Decoded = tuple[BusMessage, RecordedEvent]
 _TYPE_HEADER = f"{KAFKA_HEADER_PREFIX}type"
@@ -292,7 +296,7 @@ class Deliverer:
         if len(run) == 1:
             return 1 if await self._handle_one(run[0], stop) else 0
         records = [recorded for _, recorded in run]
-        attempts = outages = 0
+        attempts = outages = waits = 0
         while True:
             attempts += 1
             try:
@@ -303,6 +307,11 @@ class Deliverer:
                 if is_outage(error):
                     attempts, outages = attempts - 1, outages + 1
                     if await self._pause(where, outages, error, stop):
+                        return 0
+                    continue
+                if isinstance(error, BarrierNotReachedError):
+                    attempts, waits = attempts - 1, waits + 1
+                    if await self._wait_for_barrier(where, waits, error, stop):
                         return 0
                     continue
                 if not is_retriable(error) or self.policy.gives_up_after(attempts):
@@ -340,16 +349,21 @@ class Deliverer:
     async def _handle_one(self, item: _Decoded, stop: asyncio.Event) -> bool:
         """Handle one record (retrying) or dead-letter it; ``False`` if stop came first."""
         message, recorded = item
-        attempts = outages = 0
+        attempts = outages = waits = 0
         while True:
             attempts += 1
             try:
                 await self._handler.handle_batch((recorded,))
             except Exception as error:
+                where = f"{message.topic}/{message.partition}@{message.offset}"
                 if is_outage(error):
                     attempts, outages = attempts - 1, outages + 1
-                    where = f"{message.topic}/{message.partition}@{message.offset}"
                     if await self._pause(where, outages, error, stop):
+                        return False
+                    continue
+                if isinstance(error, BarrierNotReachedError):
+                    attempts, waits = attempts - 1, waits + 1
+                    if await self._wait_for_barrier(where, waits, error, stop):
                         return False
                     continue
                 if not is_retriable(error):
@@ -389,6 +403,26 @@ class Deliverer:
                 self.group,
                 where,
                 _describe(error),
+                delay,
+            )
+        return await sleep_unless_stopped(delay, stop)
+
+    async def _wait_for_barrier(
+        self, where: str, waits: int, error: Exception, stop: asyncio.Event
+    ) -> bool:
+        """Wait before trying again a handler waiting for a group to catch up
+        (``BarrierNotReachedError``): the policy's backoff, never counted against its attempts;
+        ``True`` if stop was requested meanwhile."""
+        delay = self.policy.backoff.delay(waits)
+        self.stalled()
+        if waits == 1 or waits % BARRIER_LOG_EVERY == 0:
+            log.warning(
+                "group %s: %s waits for a group to catch up (%s), try %d; retrying in %.2fs,"
+                " as long as it takes",
+                self.group,
+                where,
+                _describe(error),
+                waits,
                 delay,
             )
         return await sleep_unless_stopped(delay, stop)

@@ -37,6 +37,16 @@ class RetriableHandlerError(BusError):
     dead-lettering the message."""
 
 
+class BarrierNotReachedError(RetriableHandlerError):
+    """Raised by a handler whose only failure is a barrier not reached yet: a consumer group
+    whose progress it waits for (``EventSubscriber.caught_up``) has not applied all the bus
+    holds of the case. The group gets there (on the embedded bus once the relays have refilled
+    it at a start, which takes minutes for a large store), so the message is retried with the
+    backoff, up to its ceiling, for as long as that takes: never counted against
+    ``RetryPolicy.max_attempts`` nor dead-lettered (the embedded bus keeps dead letters in
+    memory only, so a closure's follow-up dead-lettered there was lost)."""
+
+
 def is_retriable(error: BaseException) -> bool:
     """Whether a handler or client failure may succeed if simply tried again.
 

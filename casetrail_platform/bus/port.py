@@ -23,6 +23,9 @@ Guarantees every adapter gives (checked by ``tests/contract/test_bus_contract.py
   (``casetrail_platform.bus.errors.is_outage``: a database restarting or failing over) is retried
   whole for as long as the outage lasts, outside the retry policy: the consumer pauses, and the
   event is never dead-lettered for it.
+* A batch whose handler waits for a group to catch up (``BarrierNotReachedError``: a barrier,
+  ``caught_up``, not reached yet) is retried whole, with backoff up to its ceiling, for as long
+  as that takes: outside the retry policy's attempts, never dead-lettered for it.
 * A batch whose handler raises a retriable error is retried whole, with backoff. One that
   fails otherwise (or runs out of retries) is handed over again one record at a time, so
   that only the record at fault is dead-lettered; a ``BatchHandler`` must therefore apply

@@ -54,7 +54,9 @@ class RetryPolicy:
 
     ``max_attempts`` counts every call of the handler for one message; once reached, the
     message is dead-lettered so that it cannot block its partition. ``None`` retries forever,
-    for consumers that must never skip an event and prefer to stall.
+    for consumers that must never skip an event and prefer to stall. Calls failing on an
+    outage of the handler's storage or on a barrier not reached yet (``BarrierNotReachedError``)
+    are not counted: those are retried for as long as they last.
     """
 
     backoff: Backoff = field(default_factory=Backoff)

@@ -10,7 +10,7 @@ from uuid import UUID
 
 import pytest
 
-from casetrail_platform.bus.errors import RetriableHandlerError
+from casetrail_platform.bus.errors import BarrierNotReachedError, RetriableHandlerError
 from casetrail_platform.bus.ordering import SequenceGuard
 from casetrail_platform.bus.retry import Backoff, RetryPolicy
 from casetrail_platform.errors import StorageUnavailableError
@@ -317,6 +317,36 @@ async def test_a_message_that_keeps_failing_is_dead_lettered_when_retries_run_ou
     assert letter.exception_type == "builtins.ConnectionError"
 
 
+async def test_a_handler_waiting_for_a_group_to_catch_up_is_retried_past_the_policy(
+    bus: BusHarness,
+) -> None:
+    """A barrier not reached yet (``BarrierNotReachedError``: a closure's follow-up waiting
+    for the case facts' group) is no failure of the event: retried with the backoff for as
+    long as it takes, never dead-lettered. Counted, a closure's follow-up pending at an
+    embedded start was dead-lettered while the relays refilled the bus, and lost with it."""
+    group = bus.group()
+    events = [recorded("c-1", 1, 1), recorded("c-1", 2, 2)]
+    waiting = events[0]
+    tries: list[UUID] = []
+
+    class Behind(Recorder):
+        async def __call__(self, event: RecordedEvent) -> None:
+            if event.event_id == waiting.event_id:
+                tries.append(event.event_id)
+                if len(tries) <= 6:
+                    raise BarrierNotReachedError("the case facts' group is behind")
+            await super().__call__(event)
+
+    await bus.publisher.publish(events)
+    recorder = Behind()
+    async with running(bus.subscriber(replace(FAST_RETRY, max_attempts=3)), group, recorder):
+        await eventually(lambda: recorder.has_all(events), "every event")
+
+    assert len(tries) == 7
+    assert [e.sequence for e in first_seen_order(recorder.deliveries)] == [1, 2]
+    assert await bus.dead_letters(group) == []
+
+
 async def test_stopping_during_retries_leaves_the_message_for_later(bus: BusHarness) -> None:
     group = bus.group()
     event = recorded("c-1", 1, 1)
@@ -483,6 +513,28 @@ async def test_a_batch_that_fails_with_a_retriable_error_is_retried_whole(
         await eventually(lambda: recorder.has_all(events), "every event")
 
     assert recorder.ids_of_calls()[:3] == [ids(events)] * 3
+    assert recorder.order == events
+    assert set(recorder.applied.values()) == {1}
+    assert await bus.dead_letters(group) == []
+
+
+async def test_a_batch_waiting_for_a_group_to_catch_up_is_retried_whole_past_the_policy(
+    bus: BusHarness,
+) -> None:
+    group = bus.group()
+    events = [recorded("c-1", n, n) for n in range(1, 5)]
+
+    class Behind(BatchRecorder):
+        def check(self, records: Sequence[RecordedEvent]) -> None:
+            if len(self.calls) <= 6:
+                raise BarrierNotReachedError("the case facts' group is behind")
+
+    await bus.publisher.publish(events)
+    recorder = Behind()
+    async with running(bus.subscriber(replace(FAST_RETRY, max_attempts=3)), group, recorder):
+        await eventually(lambda: recorder.has_all(events), "every event")
+
+    assert recorder.ids_of_calls()[:7] == [ids(events)] * 7
     assert recorder.order == events
     assert set(recorder.applied.values()) == {1}
     assert await bus.dead_letters(group) == []

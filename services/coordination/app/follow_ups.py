@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from typing import TypeVar
 from uuid import UUID, uuid5
 
-from casetrail_platform.bus.errors import RetriableHandlerError
+from casetrail_platform.bus.errors import BarrierNotReachedError, RetriableHandlerError
 from casetrail_platform.decide import folded, pause_before
 from casetrail_platform.errors import ConcurrencyError
 from casetrail_platform.folded import Fold
@@ -165,7 +165,7 @@ class FollowUps:
             caught_up = self._deps.case_facts_caught_up
             if caught_up is None or await caught_up(case_id):
                 return  # no case here, so no service either
-            raise RetriableHandlerError(
+            raise BarrierNotReachedError(
                 f"case {case_id} is not in coordination's case facts yet"
                 f" (referral {referral_id} ended)"
             )
@@ -201,16 +201,21 @@ class FollowUps:
         group has got (a group building them again from the bus, say); one not published yet
         comes after the closure's follow-up. On the embedded bus, rebuilt at each start by the
         relays at their own pace, one recorded before the start counts as on the bus
-        (``InProcessBus.refilled``): the closure may come back before it."""
+        (``InProcessBus.refilled``): the closure may come back before it.
+
+        Not yet is ``BarrierNotReachedError``, retried for as long as it takes, never
+        dead-lettered (the group gets there: after an embedded start once every relay has
+        republished the case). Asked first, so that the closure not in the facts once their
+        group is past it (dead-lettered there) stays a failure the retry policy counts."""
+        caught_up = self._deps.case_facts_caught_up
+        if caught_up is not None and not await caught_up(case_id):
+            raise BarrierNotReachedError(
+                f"coordination's case facts do not hold all the bus has of case {case_id} yet"
+                f" (closure {recorded.event_id})"
+            )
         if not await self._closure_applied(recorded):
             raise RetriableHandlerError(
                 f"closure {recorded.event_id} is not in coordination's case facts yet"
-            )
-        caught_up = self._deps.case_facts_caught_up
-        if caught_up is not None and not await caught_up(case_id):
-            raise RetriableHandlerError(
-                f"coordination's case facts do not hold all the bus has of case {case_id} yet"
-                f" (closure {recorded.event_id})"
             )
 
     async def _closure_applied(self, recorded: RecordedEvent) -> bool:

@@ -17,6 +17,7 @@ import pytest
 from casetrail.coordination.v1 import coordination_pb2 as pb
 from casetrail_platform.bus.errors import RetriableHandlerError
 from casetrail_platform.bus.inprocess import InProcessBus
+from casetrail_platform.bus.retry import Backoff, RetryPolicy
 from casetrail_platform.checkpoints import InMemoryCheckpointStore
 from casetrail_platform.hosting import FACTS_WAIT_SECONDS
 from casetrail_platform.outbox import OutboxRelay
@@ -37,9 +38,10 @@ from events.catalog.values import NeedCategory
 from events.catalog_registry import default_registry
 from events.envelope import NewEvent, RecordedEvent
 from services.coordination.adapters.projections import CaseFactsProjection
-from services.coordination.app.follow_ups import FollowUps
+from services.coordination.app.follow_ups import FOLLOWED, FollowUps
 from services.coordination.app.handlers.running import Dependencies
 from services.coordination.domain.facts import budget_stream, case_stream, schedule_stream
+from tests.contract.bus_conftest import eventually
 from tests.unit.coordination.rpc import (
     COUNSELING_CENTRE,
     NEXT_WEEK,
@@ -84,6 +86,18 @@ async def _reopened_with_live_work(
     reopening = await intake.deliver(
         CaseReopened(case_id="case-1", reason="fell again"), "case-case-1", occurred_at=REOPENED
     )
+    await _live_work(stub)
+    # The case facts built again from the bus (an upgrade's new layout): so far they hold the
+    # opening and the closure, not yet the reopening.
+    projection = CaseFactsProjection()
+    await deps.read_models.reset(projection.name, projection.collections)
+    await intake.handler(opened)
+    await intake.handler(closure)
+    return opened, closure, reopening
+
+
+async def _live_work(stub: Stub) -> None:
+    """Case 1 given a referral taken on, next week's session from it and money held."""
     referral_id = (await refer(stub, "case-1", "home_care")).referral_id
     await accept(stub, "case-1", referral_id)
     await stub.ScheduleService(
@@ -99,13 +113,6 @@ async def _reopened_with_live_work(
             amount=usd(30_000),
         )
     )
-    # The case facts built again from the bus (an upgrade's new layout): so far they hold the
-    # opening and the closure, not yet the reopening.
-    projection = CaseFactsProjection()
-    await deps.read_models.reset(projection.name, projection.collections)
-    await intake.handler(opened)
-    await intake.handler(closure)
-    return opened, closure, reopening
 
 
 def _opening() -> CaseOpened:
@@ -210,3 +217,57 @@ async def test_an_old_closure_first_followed_at_an_embedded_start_counts_every_r
         await intake_store.close()
         await planning_store.close()
     assert await _called_off(store) == []
+
+
+async def _follow_up_done(deps: Dependencies, closure: RecordedEvent) -> bool:
+    async with deps.read_models.transaction() as transaction:
+        return bool(await transaction.already_applied(FOLLOWED, [closure.event_id]))
+
+
+async def test_a_closures_follow_up_waits_for_the_case_facts_as_long_as_it_takes(
+    stub: Stub, intake: IntakeFeed, store: SqliteEventStore, deps: Dependencies
+) -> None:
+    """After an embedded start the case facts' group reaches the case only once the relays
+    have refilled the bus with it (minutes for a large store). Each attempt of the follow-up
+    counted against the retry policy, it was dead-lettered meanwhile, and the in-process bus
+    keeps dead letters in memory only: the closed case kept its referral, its session and the
+    money held for it. Kafka's group, past the closure, had followed it up at once."""
+    await intake.deliver(_opening(), "case-case-1", occurred_at=OPENED)
+    await intake.consent("case-1", "client-1")
+    await carried_by(deps.store, "case-1")
+    await _live_work(stub)
+    closure = await intake.close_case("case-1", at=CLOSED)
+    asked = 0
+
+    async def catching_up(case_id: str) -> bool:
+        nonlocal asked
+        asked += 1
+        return asked > 6
+
+    bus = InProcessBus()
+    await bus.publisher().publish([closure])
+    retry = RetryPolicy(Backoff(initial=0.01, maximum=0.02), max_attempts=3)
+    follow_ups = FollowUps(replace(deps, case_facts_caught_up=catching_up))
+    followed = asyncio.Event()
+
+    async def follow_up(recorded: RecordedEvent) -> None:
+        await follow_ups(recorded)
+        followed.set()
+
+    stop = asyncio.Event()
+    following = asyncio.create_task(
+        bus.subscriber(default_registry(), retry=retry).run(
+            FOLLOWED, follow_up, stop, event_types=FollowUps.event_types
+        )
+    )
+    try:
+        await eventually(
+            lambda: followed.is_set() or bool(bus.dead_letters(FOLLOWED)), "the follow-up"
+        )
+    finally:
+        stop.set()
+        await following
+    assert bus.dead_letters(FOLLOWED) == []
+    assert asked == 7
+    assert await _follow_up_done(deps, closure)
+    assert {type(event) for event in await _called_off(store)} == set(CALLED_OFF)
