@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import count
 
@@ -27,6 +27,7 @@ from casetrail_platform.bus.port import (
     EventPublisher,
     EventSubscriber,
     Handler,
+    Refill,
 )
 from casetrail_platform.bus.retry import RetryPolicy, never_set
 from casetrail_platform.telemetry.metrics import forget_consumer_lag, observe_consumer_lag
@@ -58,7 +59,9 @@ class InProcessBus:
     dead letters are forgotten as well, so keep projections' own tracking durable. Until every
     relay refilling it has republished what its store held at the start (``republishing``), it
     does not hold all that was recorded, and ``caught_up`` waits for them too: the relays go at
-    their own pace, so one store's later events may come after another's earlier ones.
+    their own pace, so one store's later events may come after another's earlier ones. A relay
+    that has told what its store held (``Refill.store_held``) is waited for only up to the
+    last record of the case asked about (of the types asked about), not for the rest.
 
     Partitions are chosen by a stable hash of the key (the case id), so one case's events
     stay in order. Within a group each partition is held by one member at a time and is
@@ -83,8 +86,8 @@ class InProcessBus:
         self._committed: asyncio.Future[None] | None = None
         """Done at the next commit of any group (``InProcessSubscriber.caught_up`` waits on it)."""
         self._decoders: list[tuple[EventRegistry, Decoder]] = []
-        self._refills: list[asyncio.Event] = []
-        """One per relay refilling the bus (``republishing``), set once it has."""
+        self._refills: list[_Refill] = []
+        """One per relay refilling the bus (``republishing``) and not ended yet."""
 
     def publisher(self, topic: str = DEFAULT_CASE_EVENTS_TOPIC) -> InProcessPublisher:
         return InProcessPublisher(self, topic)
@@ -124,20 +127,25 @@ class InProcessBus:
         self._notify()
         return message
 
-    def republishing(self) -> Callable[[], None]:
+    def republishing(self) -> Refill:
         """A relay about to refill the bus from the start of its store (``EventPublisher``'s
-        ``republishing``); returns what it calls once it has published all its store held when
-        it started."""
-        refilled = asyncio.Event()
-        self._refills.append(refilled)
-        return refilled.set
+        ``republishing``); returns what it tells of its refill. Also the services' start
+        (``services.runner.start_services``), which holds every barrier until each service's
+        relay is made."""
+        refill = _Refill()
+        self._refills.append(refill)
+        return refill
 
-    async def refilled(self) -> None:
+    async def refilled(self, key: str, types: frozenset[str] | None = None) -> None:
         """Returns once every relay refilling the bus (one told while this waits too) has
-        published what its store held when it started."""
-        while self._refills:
-            await self._refills[0].wait()
-            self._refills = [refill for refill in self._refills if not refill.is_set()]
+        published what its store held of ``key`` (of ``types``; ``None``: of any) when it
+        started: all its store held until it has told what that is (``Refill.store_held``)."""
+        while True:
+            self._refills = [refill for refill in self._refills if not refill.over]
+            behind = next((r for r in self._refills if not r.holds(key, types)), None)
+            if behind is None:
+                return
+            await behind.progress()
 
     def partition_of(self, key: bytes) -> int:
         """The partition of records keyed ``key`` (a stable hash: the same in every process)."""
@@ -242,7 +250,7 @@ class InProcessPublisher(EventPublisher):
     def durable(self) -> bool:
         return self._bus.durable
 
-    def republishing(self) -> Callable[[], None]:
+    def republishing(self) -> Refill:
         return self._bus.republishing()
 
     async def publish(self, records: Sequence[RecordedEvent]) -> None:
@@ -382,9 +390,9 @@ class InProcessSubscriber(EventSubscriber):
         state = bus._group(self._topic, group)
         try:
             async with asyncio.timeout(patience):
-                # What the stores held at the start is on the bus only once every relay has
-                # republished it; at once when none is refilling the bus any more.
-                await bus.refilled()
+                # What the stores held of the case at the start is on the bus only once every
+                # relay has republished it; at once when none is refilling the bus any more.
+                await bus.refilled(key, types)
                 end = len(log)
                 if types is not None:
                     start = state.committed[partition]
@@ -395,6 +403,56 @@ class InProcessSubscriber(EventSubscriber):
         except TimeoutError:
             return False
         return True
+
+
+class _Refill:
+    """A relay's refill of the bus (``Refill``), as the bus's barriers ask about it."""
+
+    def __init__(self) -> None:
+        self.over = False
+        self._last_positions: Mapping[str, Mapping[str, int]] | None = None
+        self._published = 0
+        self._changed: asyncio.Future[None] | None = None
+
+    def store_held(self, last_positions: Mapping[str, Mapping[str, int]]) -> None:
+        if not self.over:
+            self._last_positions = last_positions
+            self._notify()
+
+    def published(self, position: int) -> None:
+        self._published = max(self._published, position)
+        self._notify()
+
+    def ended(self) -> None:
+        self.over = True
+        self._last_positions = None  # a map of every case of the store: not kept any longer
+        self._notify()
+
+    def holds(self, key: str, types: frozenset[str] | None) -> bool:
+        """Whether everything the store held of ``key`` (of ``types``; ``None``: any) when the
+        relay started is on the bus."""
+        if self.over:
+            return True
+        if self._last_positions is None:
+            return False
+        by_type = self._last_positions.get(key, {})
+        needed = max(
+            (position for kind, position in by_type.items() if types is None or kind in types),
+            default=0,
+        )
+        return self._published >= needed
+
+    async def progress(self) -> None:
+        """Returns at the refill's next change."""
+        if self._changed is None:
+            self._changed = asyncio.get_running_loop().create_future()
+        # Shielded: a waiter that gives up must not cancel the others' future.
+        await asyncio.shield(self._changed)
+
+    def _notify(self) -> None:
+        changed, self._changed = self._changed, None
+        if changed is not None and not changed.done():
+            changed.set_result(None)
 
 
 class _SharedDecoder:

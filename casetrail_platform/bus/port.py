@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from events.envelope import RecordedEvent
@@ -65,6 +65,27 @@ Acknowledgement = asyncio.Future[None]
 ``PublishError`` if some record may not have been accepted."""
 
 
+class Refill(Protocol):
+    """An outbox relay's refill of a bus that is not ``durable``, as the relay tells the bus of
+    it (``EventPublisher.republishing``). Until it has ``ended``, the bus does not hold all
+    that the store held when the relay started, and its barriers (``caught_up``) wait: for
+    everything, or, once the relay has told what its store held (``store_held``), for the
+    case asked about only."""
+
+    def store_held(self, last_positions: Mapping[str, Mapping[str, int]]) -> None:
+        """What the store held as the relay started: per bus key (a record's subject, the case
+        id), per event type, the last position holding a record of them. A barrier for a key
+        then waits until the relay has ``published`` up to the last of them (of the types it
+        is asked about), not for the whole store: the access records of other cases, say."""
+
+    def published(self, position: int) -> None:
+        """Everything of the store up to ``position`` is on the bus (or parked)."""
+
+    def ended(self) -> None:
+        """Everything the store held when the relay started is on the bus (or parked), or the
+        relay stopped (the store's next relay tells the bus anew)."""
+
+
 def already_acknowledged() -> Acknowledgement:
     """An acknowledgement that has completed (for records the bus has already accepted)."""
     acknowledged: Acknowledgement = asyncio.get_running_loop().create_future()
@@ -82,13 +103,14 @@ class EventPublisher(ABC):
         """
         return True
 
-    def republishing(self) -> Callable[[], None] | None:
+    def republishing(self) -> Refill | None:
         """Told by an outbox relay as it is made, before it publishes anything: for a bus
         that is not ``durable``, which it will refill from the start of its store. Returns
-        what the relay calls once it has published everything its store held when it started
-        (``None``: nothing to tell, a durable bus keeps what was published before), or when
-        it stops. Until every relay so told has, such a bus does not hold all that was
-        recorded yet, and ``EventSubscriber.caught_up`` waits for them too."""
+        what the relay tells of its refill (``Refill``; ``None``: nothing to tell, a durable
+        bus keeps what was published before). Until every relay so told has ended its refill,
+        such a bus does not hold all that was recorded yet, and ``EventSubscriber.caught_up``
+        waits for them too (for the case asked about, once a relay has told what its store
+        held)."""
         return None
 
     @abstractmethod
@@ -169,9 +191,10 @@ class EventSubscriber(ABC):
         partition is waited for).
 
         On a bus that is not ``durable`` (rebuilt from the stores at each start), the end is
-        read once every relay refilling it has published what its store held when it started
-        (``EventPublisher.republishing``; or stopped), within the same ``patience``: so the
-        end counts everything recorded before the start, whatever the relays' pace.
+        read once every relay refilling it has published what its store held of ``key`` (of
+        ``types``) when it started (``EventPublisher.republishing``; all its store held until
+        it has told what that is; or stopped), within the same ``patience``: so the end counts
+        everything of the case recorded before the start, whatever the relays' pace.
         """
 
     async def close(self) -> None:

@@ -7,6 +7,7 @@ may hold the closure and not yet the reopening after it."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -16,7 +17,7 @@ import pytest
 
 from casetrail.coordination.v1 import coordination_pb2 as pb
 from casetrail_platform.bus.errors import RetriableHandlerError
-from casetrail_platform.bus.inprocess import InProcessBus
+from casetrail_platform.bus.inprocess import InProcessBus, InProcessPublisher
 from casetrail_platform.bus.retry import Backoff, RetryPolicy
 from casetrail_platform.checkpoints import InMemoryCheckpointStore
 from casetrail_platform.hosting import FACTS_WAIT_SECONDS
@@ -37,6 +38,7 @@ from events.catalog.scheduling import ServiceCancelled
 from events.catalog.values import NeedCategory
 from events.catalog_registry import default_registry
 from events.envelope import NewEvent, RecordedEvent
+from events.topics import DEFAULT_CASE_EVENTS_TOPIC
 from services.coordination.adapters.projections import CaseFactsProjection
 from services.coordination.app.follow_ups import FOLLOWED, FollowUps
 from services.coordination.app.handlers.running import Dependencies
@@ -214,6 +216,75 @@ async def test_an_old_closure_first_followed_at_an_embedded_start_counts_every_r
     finally:
         stop.set()
         await facts
+        await intake_store.close()
+        await planning_store.close()
+    assert await _called_off(store) == []
+
+
+class HeldPublisher(InProcessPublisher):
+    """The in-process bus's publisher, holding every batch with a record of ``held`` until
+    ``released``: a relay busy with a large store before it reaches them."""
+
+    def __init__(self, bus: InProcessBus, held: RecordedEvent) -> None:
+        super().__init__(bus, DEFAULT_CASE_EVENTS_TOPIC)
+        self.held = held.event_id
+        self.released = asyncio.Event()
+
+    async def publish(self, records: Sequence[RecordedEvent]) -> None:
+        if any(record.event_id == self.held for record in records):
+            await self.released.wait()
+        await super().publish(records)
+
+
+async def test_an_old_closure_waits_for_the_reopening_a_running_relay_told_its_store_holds(
+    stub: Stub, intake: IntakeFeed, store: SqliteEventStore, deps: Dependencies, tmp_path: Path
+) -> None:
+    """As above, the relays running as a service runs them: each first tells the bus what its
+    store holds of each case, and a barrier then waits for the case it asks about only, not
+    for the whole refill. The reopening intake's store holds is of the case facts' types:
+    the closure's follow-up waits for it all the same."""
+    opened, closure, reopening = await _reopened_with_live_work(stub, intake, deps, None)
+    intake_store = await _stored(tmp_path / "intake.db", [opened, reopening])
+    planning_store = await _stored(tmp_path / "planning.db", [closure])
+    bus, checkpoints = InProcessBus(), InMemoryCheckpointStore()
+    intake_publisher = HeldPublisher(bus, reopening)
+    relays = [
+        OutboxRelay(intake_store, intake_publisher, checkpoints, "intake"),
+        OutboxRelay(planning_store, bus.publisher(), checkpoints, "planning"),
+    ]
+    subscriber = bus.subscriber(default_registry())
+    projection = CaseFactsProjection()
+    group = "casetrail.coordination.case-facts-v3"
+    stop = asyncio.Event()
+    running = [
+        asyncio.create_task(
+            subscriber.run(
+                group,
+                BusProjectionHandler(deps.read_models, projection, service="coordination"),
+                stop,
+                event_types=projection.wanted_types,
+            )
+        ),
+        *(asyncio.create_task(relay.run(stop)) for relay in relays),
+    ]
+
+    async def caught_up(case_id: str) -> bool:  # as ServiceHost.caught_up asks
+        return await subscriber.caught_up(
+            group, case_id, patience=FACTS_WAIT_SECONDS, types=frozenset(projection.event_types)
+        )
+
+    try:
+        following = asyncio.create_task(
+            FollowUps(replace(deps, case_facts_caught_up=caught_up))(closure)
+        )
+        await asyncio.sleep(0.3)  # the facts' group applies the closure meanwhile
+        assert not following.done()
+        intake_publisher.released.set()
+        await following
+    finally:
+        intake_publisher.released.set()
+        stop.set()
+        await asyncio.gather(*running)
         await intake_store.close()
         await planning_store.close()
     assert await _called_off(store) == []
