@@ -17,7 +17,8 @@ import importlib
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +32,7 @@ from casetrail_platform.addresses import (
     unbracketed,
 )
 from casetrail_platform.ages import agency_time_zone
+from casetrail_platform.bus.inprocess import InProcessBus
 from casetrail_platform.bus.kafka_settings import KafkaSettings
 from casetrail_platform.bus.topics import TopicSettings, ensure_topics
 from casetrail_platform.grpc_platform.capacity import Capacity
@@ -84,15 +86,34 @@ log = logging.getLogger("casetrail.runner")
 async def start_services(
     infra: Infrastructure, names: Sequence[str], host: str, ports: dict[str, int]
 ) -> list[RunningService]:
+    """Start ``names`` one after another, each serving before the next starts; on one
+    in-process bus, its barriers held until all have started (``barriers_held``)."""
     running: list[RunningService] = []
     try:
-        for name in names:
-            bootstrap = importlib.import_module(f"services.{name}.bootstrap")
-            running.append(await bootstrap.start(infra, host_port(host, ports[name])))
+        with barriers_held(infra.inprocess_bus):
+            for name in names:
+                bootstrap = importlib.import_module(f"services.{name}.bootstrap")
+                running.append(await bootstrap.start(infra, host_port(host, ports[name])))
     except BaseException:
         await stop_services(running)
         raise
     return running
+
+
+@contextmanager
+def barriers_held(bus: InProcessBus | None) -> Iterator[None]:
+    """While the services of one in-process bus (embedded) start, its barriers wait as for a
+    relay's refill of their own (``InProcessBus.republishing``), ended once every service has
+    started, or failed to. A service's relay, which refills the bus from its store, is made
+    only as the service starts, so the first to serve decided on a bus that did not yet hold
+    the others' stores: intake took a transfer recorded before the stop, not yet republished
+    by coordination's relay, for never made, and the old team's supervisor reopened the case."""
+    starting = None if bus is None else bus.republishing()
+    try:
+        yield
+    finally:
+        if starting is not None:
+            starting.ended()
 
 
 async def stop_services(running: Sequence[RunningService]) -> None:
