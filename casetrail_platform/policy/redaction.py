@@ -81,27 +81,16 @@ def keep_referred(message: Message, lists: Mapping[str, str], referral_ids: Set[
         _drop_entries(message, f"{path}.{id_field}", lambda named: named not in referral_ids)
 
 
-def special_ids(message: Message, entries: str, id_field: str) -> frozenset[str]:
-    """The ``id_field`` of each entry of a list of ``message`` that ``redact`` withholds whole:
-    ``entries`` is the path of their category or kind (``referrals.need_category``: each of
-    ``referrals`` whose ``need_category`` is special data). Taken before ``redact``, whose
-    answer no longer lists them."""
-    name, *rest = entries.split(".")
-    return frozenset(
-        getattr(entry, id_field)
-        for entry in getattr(message, name)
-        if _special_code_at(entry, rest)
-    )
-
-
-def special_ids_within(message: Message, entries: str, id_path: str) -> frozenset[str]:
-    """``special_ids`` of a list held within messages or other lists of ``message``, as
-    ``redact`` walks to it: ``entries`` is the path of the entries' category or kind, the list
-    of entries the first list along it whose entries hold that one value through single
-    messages (``plan.goals.goal.need_category``: each of the plan's ``goals`` whose goal's
-    ``need_category`` is special data; ``previous_plans.goals.goal.need_category``: those of
-    every earlier plan), and ``id_path`` the path of an entry's id within it (``goal.goal_id``).
-    Taken before ``redact``, as ``special_ids``."""
+def special_ids(message: Message, entries: str, id_path: str) -> frozenset[str]:
+    """The id of each entry of a list of ``message`` that ``redact`` withholds whole, the list
+    at the top or within messages or other lists, as ``redact`` walks to it: ``entries`` is the
+    path of the entries' category or kind, the list of entries the first list along it whose
+    entries hold that one value through single messages (``referrals.need_category``: each of
+    ``referrals`` whose ``need_category`` is special data; ``plan.goals.goal.need_category``:
+    each of the plan's ``goals`` whose goal's ``need_category`` is; ``previous_plans.goals.
+    goal.need_category``: those of every earlier plan), and ``id_path`` the path of an entry's
+    id within it (``referral_id``, ``goal.goal_id``). Taken before ``redact``, whose answer no
+    longer lists them."""
     found: set[str] = set()
     _collect_special(message, entries.split("."), id_path.split("."), found)
     return frozenset(found)
@@ -109,7 +98,7 @@ def special_ids_within(message: Message, entries: str, id_path: str) -> frozense
 
 def unlist(message: Message, lists: Mapping[str, Set[str]]) -> list[str]:
     """``unlink`` for lists of ids (``plan.agreed_goal_ids``): each of its ids, entries withheld
-    whole (``special_ids_within``), is deleted from the list at its path, the others kept. The
+    whole (``special_ids``), is deleted from the list at its path, the others kept. The
     paths withheld: every one, whatever it held, as ``unlink``'s."""
     for path, ids in lists.items():
         _unlist(message, path.split("."), ids)

@@ -213,9 +213,9 @@ def _special_ids(
     message: Message, links: Mapping[str, tuple[str, str]]
 ) -> dict[str, frozenset[str]]:
     """For each field of ``links``, the ids of the entries it may name that are withheld whole
-    as special data (``redaction.special_ids_within``), taken before anything is withheld."""
+    as special data (``redaction.special_ids``), taken before anything is withheld."""
     return {
-        path: redaction.special_ids_within(message, entries, id_field)
+        path: redaction.special_ids(message, entries, id_field)
         for path, (entries, id_field) in links.items()
     }
 

@@ -347,7 +347,7 @@ class PlanningServicer(planning_pb2_grpc.PlanningServiceServicer):
                 ),
                 CASE_VIEW_GOAL_LINK: frozenset().union(
                     *(
-                        redaction.special_ids_within(view, goals, "goal.goal_id")
+                        redaction.special_ids(view, goals, "goal.goal_id")
                         for goals in CASE_VIEW_SPECIAL_GOALS
                     )
                 ),
