@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from casetrail_platform.hosting import service_source
 from casetrail_platform.identity.errors import InvalidCredential, IssuerUnavailable
@@ -217,12 +218,19 @@ async def follow(
             await credential()
             await access.release(None, principal, purpose, disclosures(decision, shown))
         for recorded in shown:
-            line = json.dumps(to_structured(recorded), separators=(",", ":"), ensure_ascii=False)
-            print(line, flush=True)
+            print(tail_line(to_structured(recorded)), flush=True)
         if batch:
             position = batch[-1].position
         if len(batch) < BATCH:
             await store.wait_for_append(position, idle_timeout)
+
+
+def tail_line(document: dict[str, Any]) -> str:
+    """One event as a line of JSON, every character beyond ASCII escaped (``\\u202e``), as
+    the CLI's other JSON is: a tail is read on a terminal as often as piped, and what staff
+    typed (a reason, a provider's name) held a line separator, a C1 control or a
+    right-to-left override the terminal acted on, reordering or rewriting the lines shown."""
+    return json.dumps(document, separators=(",", ":"))
 
 
 def tails_own(recorded: RecordedEvent) -> bool:
