@@ -386,6 +386,10 @@ class ServiceHost:
         )
 
     async def _close_all(self) -> None:
+        if self._relay is not None:
+            # Its run ends the refill; a relay stopped before it ran (a start failing after
+            # making it: the port taken) would leave the bus's barriers waiting for good.
+            self._relay.end_refill()
         # Every close shares CLOSE_SECONDS: a frozen Kafka or PostgreSQL must not keep the
         # process past its grace period. One left behind loses nothing acknowledged (see
         # casetrail_platform/shutdown.py); each later one still gets a short try, so the

@@ -213,7 +213,7 @@ class OutboxRelay:
                         )
                     published += await self._settle(in_flight, everything=not more)
                     if not more:
-                        self._end_refill()
+                        self.end_refill()
                         return published
             finally:
                 self._publishing_since = None
@@ -303,9 +303,10 @@ class OutboxRelay:
                     asyncio.shield(self._advanced), min(remaining, CHECKPOINT_LOOK_EVERY)
                 )
 
-    def _end_refill(self) -> None:
+    def end_refill(self) -> None:
         """A round ended, everything stored when it began on the bus (or parked), or the
-        relay stopped."""
+        relay stopped, or its host did without ever running it (a start that failed after
+        making it): the bus's barriers wait for its refill no longer."""
         refill, self._refill = self._refill, None
         if refill is not None:
             refill.ended()
@@ -520,7 +521,7 @@ class OutboxRelay:
         finally:
             # Stopped before its first round ended, it refills the bus no further: the bus
             # waits for the store's next relay, which tells it anew.
-            self._end_refill()
+            self.end_refill()
             self._forget_leading()
 
     def _forget_leading(self) -> None:

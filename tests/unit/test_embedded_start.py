@@ -8,6 +8,7 @@ the stop counted for nothing and the old team's supervisor reopened the case."""
 from __future__ import annotations
 
 import asyncio
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -84,3 +85,18 @@ async def test_a_single_service_started_holds_the_barriers_no_longer(
         assert await _caught_up(infra, PATIENCE)
     finally:
         await stop_services(running)
+
+
+async def test_a_start_that_fails_after_making_its_relay_holds_the_barriers_no_longer(
+    tmp_path: Path, issuer: TestIssuer
+) -> None:
+    """Coordination's port is taken: its start fails after its relay was made (telling the
+    bus a refill is under way), before the relay ever ran to end it."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        ports = {"intake": 0, "coordination": taken.getsockname()[1]}
+        infra = Infrastructure.embedded(tmp_path, verifier=issuer.verifier())
+        with pytest.raises(Exception, match="bind"):
+            await start_services(infra, SERVICES, "127.0.0.1", ports)
+    assert await _caught_up(infra, PATIENCE)
