@@ -45,7 +45,7 @@ from services.coordination.domain.agency import BudgetLine
 from services.coordination.domain.budget import BUDGET_LINE, BudgetLineState
 from services.coordination.domain.case import CASE
 from services.coordination.domain.facts import budget_stream, case_stream, schedule_stream
-from services.coordination.domain.funding import decide_releases
+from services.coordination.domain.funding import decide_releases, releases_not_before
 from services.coordination.domain.referrals import decide_closure_withdrawals
 from services.coordination.domain.schedule import SCHEDULE
 from services.coordination.domain.scheduling import (
@@ -193,6 +193,7 @@ class FollowUps:
                 budget_stream(line.budget_line),
                 BUDGET_LINE,
                 _releases(line, case_id, service_id, reason),
+                lambda state: releases_not_before(state, case_id, service_id),
             )
 
     async def _facts_hold(self, recorded: RecordedEvent, case_id: str) -> None:
@@ -239,10 +240,13 @@ async def record_follow_up(
     stream: str,
     fold: Fold[S],
     decide: Callable[[S], Sequence[CaseEvent]],
+    not_before: Callable[[S], datetime | None] = lambda _state: None,
 ) -> list[RecordedEvent]:
     """Append what ``decide`` makes of ``stream``'s state (as ``fold`` keeps it: a closure
     reads every budget line, which grow all year), caused by ``cause``, unless ``cause``
-    already has a follow-up on ``stream``. A writer that loses a race decides again, after the
+    already has a follow-up on ``stream``. Dated now, yet never before ``cause`` nor before
+    what ``not_before`` says the state's events it follows up were dated (a release, the
+    reservations it releases). A writer that loses a race decides again, after the
     same growing random pause as a command's (``pause_before``): the replicas given the same
     event, or a burst of commands on the stream, would otherwise meet again at once."""
     store = deps.store
@@ -258,13 +262,16 @@ async def record_follow_up(
                 for earlier in await store.read_by_causation(cause.event_id)
             ):
                 return []
+            # Never before its cause, nor what it follows up: a closure or a reservation may
+            # state a moment a little ahead of this clock (the skew commands are allowed), and
+            # a cancellation dated before the closure that caused it, or a release before the
+            # reservation it releases, would show, as of that moment, a case at odds.
+            floor = not_before(state.state)
+            moments = [datetime.now(UTC), cause.metadata.occurred_at]
             metadata = EventMetadata(
                 source=SOURCE,
                 actor=FOLLOW_UP,
-                # Never before its cause: a closure may state a moment a little ahead of
-                # this clock (the skew commands are allowed), and a cancellation dated before
-                # the closure that caused it would show, as of that moment, a case at odds.
-                occurred_at=max(datetime.now(UTC), cause.metadata.occurred_at),
+                occurred_at=max(moments if floor is None else [*moments, floor]),
                 correlation_id=cause.metadata.correlation_id,
                 causation_id=cause.event_id,
             )

@@ -157,6 +157,31 @@ def decide_releases(
             service_id=reservation.service_id,
             reason=reason,
         )
+        for reservation in _still_reserved(state, case_id, service_id)
+    ]
+
+
+def releases_not_before(
+    state: BudgetLineState, case_id: str, service_id: str | None
+) -> datetime | None:
+    """The moment ``decide_releases``' releases cannot be dated before: the latest moment one
+    of the reservations they release was made at (``None``: none known), as ``decide_release``
+    refuses a command's. A reservation may state a moment ahead of the clock (the skew
+    commands are allowed), and a release dated before it would show, as of that moment, money
+    given back that was not reserved yet."""
+    made = [
+        reservation.reserved_at
+        for reservation in _still_reserved(state, case_id, service_id)
+        if reservation.reserved_at is not None
+    ]
+    return max(made, default=None)
+
+
+def _still_reserved(
+    state: BudgetLineState, case_id: str, service_id: str | None
+) -> list[Reservation]:
+    return [
+        reservation
         for reservation in state.reservations.values()
         if reservation.case_id == case_id
         and reservation.remaining > 0

@@ -479,3 +479,50 @@ async def test_a_cancellation_is_not_dated_before_the_closure_that_caused_it(
     budget = await store.read_stream("budget-home-care-fy2026")
     released = [r for r in budget if isinstance(r.event, BudgetReleased)]
     assert [r.metadata.occurred_at for r in released] == [ahead]
+
+
+async def test_a_release_is_not_dated_before_the_reservation_it_releases(
+    stub: Stub, intake: IntakeFeed, deps: Dependencies, store: SqliteEventStore
+) -> None:
+    """The reservations, stated a little ahead of this clock (the skew allowed for commands),
+    are released by a cancellation stating none, and by the closure of the case (the one
+    naming no service): each release is dated when the latest reservation it gives back was
+    made, never before it, as ReleaseBudget refuses a command dated before it."""
+    await intake.open_case("case-1", "client-1", [NeedCategory.HOME_CARE])
+    await carried_by(store, "case-1")
+    scheduled = await stub.ScheduleService(
+        schedule_request("case-1", "home_care", NEXT_WEEK, provider=HOME_CARE_CO)
+    )
+    soon, later = (datetime.now(UTC) + timedelta(minutes=m) for m in (3, 4))
+    reserved = ((later, "home-care-fy2026", scheduled.service_id), (later, "flex", ""))
+    for at, line, service_id in (*reserved, (soon, "flex", "")):
+        await stub.ReserveBudget(
+            pb.ReserveBudgetRequest(
+                context=command_context("coordinator", at=at),
+                case_id="case-1",
+                budget_line=line,
+                amount=usd(4_000),
+                service_id=service_id,
+            )
+        )
+    await stub.CancelService(
+        pb.CancelServiceRequest(
+            context=command_context("coordinator"),
+            case_id="case-1",
+            service_id=scheduled.service_id,
+            cancelled_by="client",
+            reason="moved to her daughter's",
+        )
+    )
+    follow_ups = FollowUps(deps)
+    await _settle(deps, follow_ups)
+    await follow_ups(await intake.close_case("case-1", at=datetime.now(UTC)))
+
+    released = [
+        (r.event.service_id, r.metadata.occurred_at)
+        for line in ("home-care-fy2026", "flex")
+        for r in await store.read_stream(f"budget-{line}")
+        if isinstance(r.event, BudgetReleased)
+    ]
+    # The closure's two releases of the case's reservations are one append, one moment.
+    assert released == [(scheduled.service_id, later), (None, later), (None, later)]
