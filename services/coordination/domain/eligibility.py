@@ -16,6 +16,7 @@ from events.catalog.eligibility import EligibilityDetermined, EligibilityFacts
 from events.catalog.values import in_major_units
 from events.errors import FieldProblem
 from events.validation import plain, text_lengths
+from services.coordination.domain import errors
 from services.coordination.domain.agency import Program
 from services.coordination.domain.commands import DetermineEligibility
 from services.coordination.domain.facts import CaseFacts, check_new_work
@@ -24,6 +25,11 @@ from services.coordination.domain.facts import CaseFacts, check_new_work
 def evaluate(program: Program, facts: EligibilityFacts) -> tuple[bool, list[str]]:
     """(eligible, one reason per rule). Facts a rule needs but that are missing are refused."""
     _require_facts(program, facts)
+    return _outcomes(program, facts)
+
+
+def _outcomes(program: Program, facts: EligibilityFacts) -> tuple[bool, list[str]]:
+    """``evaluate``'s, of the rules whose facts are given (an age not known yet: none)."""
     outcomes: list[tuple[bool, str]] = []
     age = facts.age
     # Worded as _AGE_REASON reads them back (``reasons_told``).
@@ -99,27 +105,49 @@ def decide_eligibility(
     command: DetermineEligibility,
     on: date,
     occurred_at: datetime | None = None,
+    recorded_age: int | None = None,
 ) -> list[CaseEvent]:
     """``occurred_at``: the command's moment (stated, else now), checked as new work's
-    (``check_new_work``)."""
+    (``check_new_work``). ``recorded_age``: the client's age on ``on`` by the date of birth
+    intake recorded (``None``: coordination knows none), which the decision rests on.
+
+    The stated age is compared with the record's last, once every other check has passed
+    (the case, the moment, each fact the programme needs, the decision as recorded): refused
+    for anything else first, a caller sending one age after another would learn the record's
+    from the one refused otherwise. So whatever age is stated, the decision is recorded, or
+    refused ``AGE_CONTRADICTS_DATE_OF_BIRTH``, which the handler records as a read of the
+    case. ``CLIENT_AGE_NOT_KNOWN`` (no age stated nor recorded) is refused last too."""
     check_new_work(facts, occurred_at)
-    eligible, reasons = evaluate(program, command.facts)
+    decided = command if recorded_age is None else with_age(command, recorded_age)
+    problems = missing_facts(program, decided.facts)
+    # Only the age missing, and it would come from intake's date of birth.
+    age_not_known = [problem.field for problem in problems] == ["facts.age"]
+    if problems and not age_not_known:
+        raise InvalidCommand(problems)
+    eligible, reasons = _outcomes(program, decided.facts)
     valid_until = (
         on + timedelta(days=program.valid_for_days)
         if eligible and program.valid_for_days is not None
         else None
     )
-    return [
-        EligibilityDetermined(
-            case_id=facts.case_id,
-            program_id=program.program_id,
-            program_name=program.name,
-            eligible=eligible,
-            reasons=tuple(reasons),
-            facts=command.facts,
-            valid_until=valid_until,
-        )
-    ]
+    decision = EligibilityDetermined(
+        case_id=facts.case_id,
+        program_id=program.program_id,
+        program_name=program.name,
+        eligible=eligible,
+        reasons=tuple(reasons),
+        facts=decided.facts,
+        valid_until=valid_until,
+    )
+    if age_not_known:
+        raise errors.client_age_not_known(facts.case_id, program.program_id)
+    stated_age = command.facts.age
+    if recorded_age is not None and stated_age is not None and stated_age != recorded_age:
+        # Refused rather than used (a state resource would rest on an age the client's record
+        # contradicts) or silently replaced (the caller would believe the decision rests on
+        # it, and the discrepancy would go unnoticed).
+        raise errors.age_contradicts_date_of_birth(facts.case_id, program.program_id)
+    return [decision]
 
 
 _AGE_REASON = re.compile(

@@ -52,30 +52,38 @@ COUNSELING_PROVIDERS = (
 One text for every counseling need, so that the refusal does not tell which need it is."""
 
 
-def client_age_not_known(client_id: str, program_id: str) -> RuleBroken:
+class AgeContradictsDateOfBirth(RuleBroken):
+    """``AGE_CONTRADICTS_DATE_OF_BIRTH``: telling the caller that the age they stated is not
+    the client's recorded one tells them of the client's record, so the refusal is recorded as
+    a read of the case before it is answered (``handlers.funding.determine_eligibility``)."""
+
+
+def client_age_not_known(case_id: str, program_id: str) -> RuleBroken:
     # Not the caller's mistake (INVALID_ARGUMENT): the date of birth may be on its way from
     # intake on another partition, or was never recorded. Retrying later, or giving the age,
-    # both resolve it.
+    # both resolve it. Worded by the case the caller named: the client's id is client data,
+    # answered by reads that record it.
     return RuleBroken(
         CLIENT_AGE_NOT_KNOWN,
-        f"{program_id} has an age condition and coordination does not know the age of client"
-        f" {client_id}: it has not arrived from intake yet (retry shortly), or intake has none"
-        " (give facts.age, or record it with intake's CorrectClientDateOfBirth)",
-        subject=f"client/{client_id}",
+        f"{program_id} has an age condition and coordination does not know the age of case"
+        f" {case_id}'s client: it has not arrived from intake yet (retry shortly), or intake"
+        " has none (give facts.age, or record it with intake's CorrectClientDateOfBirth)",
+        subject=f"case/{case_id}",
         program_id=program_id,
     )
 
 
-def age_contradicts_date_of_birth(client_id: str, program_id: str) -> RuleBroken:
+def age_contradicts_date_of_birth(case_id: str, program_id: str) -> AgeContradictsDateOfBirth:
     # Not INVALID_ARGUMENT: the age stated is a valid one, refused because of what intake
     # recorded (the same request passes once the record says so). Neither age nor the date of
-    # birth is repeated: they are the client's personal data, and refusals reach logs.
-    return RuleBroken(
+    # birth is repeated: they are the client's personal data, and refusals reach logs. Nor is
+    # the client's id: worded by the case the caller named, as ``client_age_not_known``.
+    return AgeContradictsDateOfBirth(
         AGE_CONTRADICTS_DATE_OF_BIRTH,
-        f"facts.age is not client {client_id}'s age by the date of birth intake recorded;"
+        f"facts.age is not case {case_id}'s client's age by the date of birth intake recorded;"
         f" {program_id}'s eligibility rests on the record: leave facts.age out, or correct a"
         " wrong date of birth with intake's CorrectClientDateOfBirth",
-        subject=f"client/{client_id}",
+        subject=f"case/{case_id}",
         field="facts.age",
         program_id=program_id,
         suggested_action="CorrectClientDateOfBirth",

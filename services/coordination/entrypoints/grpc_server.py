@@ -534,8 +534,11 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
     async def DetermineEligibility(
         self, request: pb.DetermineEligibilityRequest, context: Context
     ) -> pb.DetermineEligibilityResponse:
-        ctx, command = self._parse(principal_of(context), request, commands.DetermineEligibility)
-        recorded = await funding.determine_eligibility(self._deps, ctx, command)
+        principal = principal_of(context)
+        ctx, command = self._parse(principal, request, commands.DetermineEligibility)
+        recorded = await funding.determine_eligibility(
+            self._deps, ctx, command, principal, self._access
+        )
         decision = _event(recorded, EligibilityDetermined)
         return pb.DetermineEligibilityResponse(
             result=convert.result(command.case_id, recorded),

@@ -129,6 +129,7 @@ async def test_a_stated_age_the_date_of_birth_contradicts_is_refused(
     await intake.register_client("client-1", date(1948, 5, 17))
     await intake.open_case("case-1", "client-1", [NeedCategory.HOME_CARE])
     await carried_by(deps.store, "case-1", "user-social_worker", Role.SOCIAL_WORKER)
+    await intake.policy_told_assigned("case-1", "user-social_worker", "team-east")
     assigned = await deps.store.read_stream(case_stream("case-1"))
     age = age_on(date(1948, 5, 17), datetime.now(UTC).date())
     for stated in (64, age + 1):
@@ -194,6 +195,7 @@ async def test_a_retried_decision_answers_as_the_first_whatever_the_date_of_birt
     reused."""
     await intake.open_case("case-1", "client-1", [NeedCategory.HOME_CARE])
     await carried_by(store, "case-1", "user-social_worker", Role.SOCIAL_WORKER)
+    await intake.policy_told_assigned("case-1", "user-social_worker", "team-east")
     stated = eligibility(
         "home-care-medicaid-waiver",
         age=70,

@@ -7,7 +7,9 @@ from typing import TypeVar
 from casetrail_platform.ages import age_on
 from casetrail_platform.commands import CommandContext, NotFound, derived_id
 from casetrail_platform.identity.principal import Principal
-from casetrail_platform.policy.guard import AccessControl
+from casetrail_platform.policy.guard import AccessControl, Disclosure
+from casetrail_platform.policy.vocabulary import Action as PolicyAction
+from events.catalog.access import AccessPurpose, RecordSection
 from services.coordination.adapters import read_models as views
 from services.coordination.app.handlers.carriers import (
     CaseSupervisor,
@@ -34,7 +36,7 @@ from services.coordination.domain.commands import (
     ReleaseBudget,
     ReserveBudget,
 )
-from services.coordination.domain.eligibility import decide_eligibility, missing_facts, with_age
+from services.coordination.domain.eligibility import decide_eligibility
 from services.coordination.domain.facts import budget_stream, case_stream
 from services.coordination.domain.funding import (
     decide_claim,
@@ -48,8 +50,14 @@ T = TypeVar("T")
 
 
 async def determine_eligibility(
-    deps: Dependencies, context: CommandContext, command: DetermineEligibility
+    deps: Dependencies,
+    context: CommandContext,
+    command: DetermineEligibility,
+    principal: Principal,
+    access: AccessControl,
 ) -> Recorded:
+    """``principal``: the verified caller, whose ``AGE_CONTRADICTS_DATE_OF_BIRTH`` is recorded
+    as a read of the case's identity before it is answered (``_told_age_contradicted``)."""
     # Before the case's worker and the client's age are checked: either may have changed since
     # the first attempt (a transfer; a date of birth recorded or corrected, a birthday).
     if (earlier := await earlier_answer(deps, context)) is not None:
@@ -60,28 +68,39 @@ async def determine_eligibility(
     program = _required(deps.agency.program(command.program_id), "program", command.program_id)
     on = deps.today()
     born = await views.date_of_birth(deps.read_models, facts.client_id)
-    if born is not None:
-        # The record's age, on the day of the decision: a caller's stated age that differs
-        # is refused rather than used (a state resource would rest on an age the client's
-        # record contradicts) or silently replaced (the caller would believe the decision
-        # rests on it, and the discrepancy would go unnoticed).
-        age = age_on(born, on)
-        if command.facts.age is not None and command.facts.age != age:
-            raise errors.age_contradicts_date_of_birth(facts.client_id, program.program_id)
-        command = with_age(command, age)
-    elif [p.field for p in missing_facts(program, command.facts)] == ["facts.age"]:
-        # Only the age is missing, and it would come from intake's date of birth.
-        raise errors.client_age_not_known(facts.client_id, program.program_id)
-    return await run(
-        deps,
-        context,
-        case_stream(command.case_id),
-        carried(
+    recorded_age = None if born is None else age_on(born, on)
+    try:
+        return await run(
+            deps,
             context,
-            Action.DETERMINE_ELIGIBILITY,
-            lambda _case: decide_eligibility(facts, program, command, on, context.moment()),
-        ),
+            case_stream(command.case_id),
+            carried(
+                context,
+                Action.DETERMINE_ELIGIBILITY,
+                lambda _case: decide_eligibility(
+                    facts, program, command, on, context.moment(), recorded_age
+                ),
+            ),
+        )
+    except errors.AgeContradictsDateOfBirth:
+        await _told_age_contradicted(access, principal, command.case_id)
+        raise
+
+
+async def _told_age_contradicted(access: AccessControl, principal: Principal, case_id: str) -> None:
+    """Record the refusal ``AGE_CONTRADICTS_DATE_OF_BIRTH`` as what it discloses: that the
+    age stated is not the one the client's recorded date of birth gives, a read of the case's
+    identity (as intake's GetClient is recorded), decided by the policy for coordination (a
+    caller it refuses is refused that instead, recorded). Unrecorded, a caller stating one
+    age after another would learn the client's age from the refusals with nothing on the
+    record; the decision the right age gets is recorded as the case's event."""
+    purpose = AccessPurpose.COORDINATION
+    policy_facts = await access.reader_facts(
+        principal, PolicyAction.READ_CASE, purpose, case_id, subject=case_id
     )
+    decision = await access.authorize(principal, PolicyAction.READ_CASE, purpose, policy_facts)
+    told = Disclosure(case_id, decision, None, (), (RecordSection.IDENTITY,))
+    await access.release(None, principal, purpose, [told])
 
 
 async def reserve_budget(
