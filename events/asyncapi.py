@@ -2,8 +2,9 @@
 
 ``python -m events.asyncapi`` writes ``events/asyncapi.yaml``: the case-event topic with one
 message per event type and schema version (payload: the published JSON Schema; headers: the
-CloudEvents Kafka binary-mode ``ce_*`` headers; key: the subject), and the dead-letter topics
-(``<consumer group>.dlq``: the original record unchanged plus ``casetrail_dlq_*`` headers).
+CloudEvents Kafka binary-mode ``ce_*`` headers; key: the subject), the dead-letter topics
+(``<consumer group>.dlq``: the original record unchanged plus ``casetrail_dlq_*`` headers) and
+the ledger-checkpoint topic (the services' signed checkpoint notes, ``events.checkpoint_notes``).
 A message that may also come in structured mode (``_sent_structured``) allows both: its
 ``content-type`` header either content type, its payload one of the data or the whole CloudEvent
 in the JSON format (the envelope schema, ``data`` the message's data schema).
@@ -26,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from events import dead_letters
+from events import checkpoint_notes, dead_letters
 from events.cloudevents import (
     JSON_CONTENT_TYPE,
     KAFKA_CONTENT_TYPE_HEADER,
@@ -41,6 +42,8 @@ from events.topics import (
     DEAD_LETTER_PARTITIONS,
     DEAD_LETTER_SUFFIX,
     DEFAULT_CASE_EVENTS_TOPIC,
+    LEDGER_CHECKPOINTS_PARTITIONS,
+    LEDGER_CHECKPOINTS_TOPIC,
     PRODUCTION_PARTITIONS,
     PRODUCTION_REPLICATION_FACTOR,
     TOPIC_RETENTION,
@@ -56,6 +59,8 @@ HEADERS_SCHEMA = "CloudEventsKafkaHeaders"
 STRUCTURED_SCHEMA = "CloudEventsJsonFormat"
 DEAD_LETTER_HEADERS_SCHEMA = "DeadLetterHeaders"
 DEAD_LETTER_MESSAGE = "casetrail.dead-letter"
+CHECKPOINT_MESSAGE = "casetrail.ledger-checkpoint"
+_NOT_CASE_EVENTS = {DEAD_LETTER_MESSAGE, CHECKPOINT_MESSAGE}
 _NOT_HEADERS = {"data", "datacontenttype"}
 _DEAD_LETTER_HEADERS = {
     dead_letters.REASON: "Why the group gave up: `<reason>: <detail>`; reasons: "
@@ -95,6 +100,7 @@ def document(groups: Iterable[str]) -> dict[str, Any]:
             payload = _either_mode(entry, message_id, payload, shared_schemas)
         messages[message_id] = _event_message(entry, payload, structured=structured)
     messages[DEAD_LETTER_MESSAGE] = _dead_letter_message()
+    messages[CHECKPOINT_MESSAGE] = _checkpoint_message()
     group_names = sorted(groups)
     return {
         "asyncapi": ASYNCAPI_VERSION,
@@ -122,7 +128,9 @@ def document(groups: Iterable[str]) -> dict[str, Any]:
                 "`x-casetrail-personal: true` (who the client is) travel sealed with the "
                 f"client's key: a `{SEALED_VALUE_DEF}` string (`ct1~...`, see the sealing "
                 "contract in the schemas' catalog.json) in place of the value, which every "
-                "payload schema allows there. Generated from the event catalog by "
+                "payload schema allows there. The ledger-checkpoint topic carries no "
+                "CloudEvents: its records are the services' signed checkpoint notes as text "
+                "(see its channel). Generated from the event catalog by "
                 "`python -m events.asyncapi`; do not edit."
             ),
         },
@@ -159,7 +167,7 @@ def document(groups: Iterable[str]) -> dict[str, Any]:
                 "messages": {
                     message_id: {"$ref": f"#/components/messages/{message_id}"}
                     for message_id in messages
-                    if message_id != DEAD_LETTER_MESSAGE
+                    if message_id not in _NOT_CASE_EVENTS
                 },
                 "bindings": {"kafka": _topic_binding(PRODUCTION_PARTITIONS)},
             },
@@ -182,6 +190,24 @@ def document(groups: Iterable[str]) -> dict[str, Any]:
                 },
                 "bindings": {"kafka": _topic_binding(DEAD_LETTER_PARTITIONS)},
             },
+            "ledgerCheckpoints": {
+                "address": LEDGER_CHECKPOINTS_TOPIC,
+                "title": "Ledger checkpoints",
+                "description": (
+                    "Every service's signed ledger checkpoints, the public record other "
+                    "parties (auditors, other agencies) keep: each states the size and root "
+                    "hash of the service's log of its events, signed with the service's key. "
+                    "One partition, so every log's checkpoints are in one total order; kept "
+                    "forever. A log publishes a checkpoint before it stores it, so a note may "
+                    "come twice (a publication retried) and one log's notes out of order "
+                    "(replicas): a log's largest verified size is where it stands, and a log "
+                    "never shrinks."
+                ),
+                "messages": {
+                    CHECKPOINT_MESSAGE: {"$ref": f"#/components/messages/{CHECKPOINT_MESSAGE}"}
+                },
+                "bindings": {"kafka": _topic_binding(LEDGER_CHECKPOINTS_PARTITIONS)},
+            },
         },
         "operations": {
             "receiveCaseEvents": {
@@ -200,6 +226,12 @@ def document(groups: Iterable[str]) -> dict[str, Any]:
                 "action": "receive",
                 "title": "Inspect dead letters",
                 "channel": {"$ref": "#/channels/deadLetters"},
+            },
+            "receiveLedgerCheckpoints": {
+                "action": "receive",
+                "title": "Keep the ledger checkpoints",
+                "summary": "Read from the beginning; verify each note with its log's key.",
+                "channel": {"$ref": "#/channels/ledgerCheckpoints"},
             },
         },
         "components": {
@@ -354,6 +386,38 @@ def _dead_letter_message() -> dict[str, Any]:
         "bindings": {
             "kafka": {
                 "key": {"type": "string", "description": "The original record's key."},
+                "bindingVersion": KAFKA_BINDING_VERSION,
+            }
+        },
+    }
+
+
+def _checkpoint_message() -> dict[str, Any]:
+    return {
+        "name": "ledger-checkpoint",
+        "title": "Ledger checkpoint",
+        "summary": "A service's signed checkpoint of its ledger.",
+        "contentType": checkpoint_notes.CONTENT_TYPE,
+        "headers": {
+            "type": "object",
+            "properties": {
+                KAFKA_CONTENT_TYPE_HEADER: {"const": checkpoint_notes.CONTENT_TYPE},
+            },
+            "required": [KAFKA_CONTENT_TYPE_HEADER],
+        },
+        "payload": {
+            "type": "string",
+            "description": checkpoint_notes.NOTE_FORMAT,
+            "pattern": f"^{checkpoint_notes.NOTE_PATTERN}$",
+        },
+        "bindings": {
+            "kafka": {
+                "key": {
+                    "type": "string",
+                    "pattern": f"^{checkpoint_notes.ORIGIN_PATTERN}$",
+                    "description": "The log's origin, casetrail/<agency>/<service>: the "
+                    "note's first line.",
+                },
                 "bindingVersion": KAFKA_BINDING_VERSION,
             }
         },

@@ -1,6 +1,9 @@
 """The public topic contract: topic names, the dead-letter topic of a consumer group, and the
 production facts the AsyncAPI document publishes (partitions, replication, retention). The
-platform's bus (``casetrail_platform.bus.topics``) creates the topics from them."""
+platform's bus (``casetrail_platform.bus.topics``) creates the topics from them.
+
+Every topic named here (a ``*_TOPIC`` constant) is published to outsiders, so the AsyncAPI
+document has a channel at its address (``tests/unit/test_asyncapi_channels.py`` holds that)."""
 
 from __future__ import annotations
 
@@ -34,6 +37,8 @@ PRODUCTION_PARTITIONS = 12
 """Partitions of the case-event topic in production (``TopicSettings.production()``)."""
 DEAD_LETTER_PARTITIONS = 1
 """Partitions of each dead-letter topic."""
+LEDGER_CHECKPOINTS_PARTITIONS = 1
+"""Partitions of the checkpoint topic: one total order of every log's checkpoints."""
 PRODUCTION_REPLICATION_FACTOR = 3
 PRODUCTION_MIN_INSYNC_REPLICAS = 2
 """With ``acks=all``, a write acknowledged by the bus survives the loss of any one broker."""

@@ -21,6 +21,7 @@ from casetrail_platform.typed_numbers import whole_number
 from events.topics import (
     DEAD_LETTER_PARTITIONS,
     DEFAULT_CASE_EVENTS_TOPIC,
+    LEDGER_CHECKPOINTS_PARTITIONS,
     LEDGER_CHECKPOINTS_TOPIC,
     PRODUCTION_MIN_INSYNC_REPLICAS,
     PRODUCTION_PARTITIONS,
@@ -136,7 +137,7 @@ class TopicSettings:
     def ledger_topic(self) -> NewTopic:
         return NewTopic(
             LEDGER_CHECKPOINTS_TOPIC,
-            1,
+            LEDGER_CHECKPOINTS_PARTITIONS,
             self.replication_factor,
             topic_configs=self.topic_config(),
         )

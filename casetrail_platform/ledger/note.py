@@ -26,12 +26,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from casetrail_platform.ledger.merkle import HASH_SIZE, Hash
 from casetrail_platform.private_files import small_text
+from events.checkpoint_notes import ORIGIN_PATTERN, TREE_SIZE_PATTERN
 
 ED25519 = 0x01
 _NAME = re.compile(r"^[^\s+]+$")
 _SIGNATURE_LINE = re.compile(r"^\u2014 (\S+) (\S+)$")
-_ORIGIN = re.compile(r"^casetrail/[a-z0-9][a-z0-9._-]{0,62}/[a-z][a-z0-9_-]{0,62}$")
-_SIZE = re.compile(r"0|[1-9][0-9]{0,18}")
+_ORIGIN = re.compile(ORIGIN_PATTERN)
+_SIZE = re.compile(TREE_SIZE_PATTERN)
 """ASCII digits as Go's ``strconv.ParseUint`` reads them (``str.isdigit`` also takes "١٢",
 read as 12, and "²", which ``int`` refuses with a bare ValueError)."""
 _CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f]")
@@ -59,7 +60,8 @@ def read_keys_file(path: Path) -> str:
 
 def origin_of(agency: str, service: str) -> str:
     origin = f"casetrail/{agency}/{service}"
-    if not _ORIGIN.match(origin):
+    # fullmatch: an anchored match's "$" let a final line feed through, ending the note's line.
+    if not _ORIGIN.fullmatch(origin):
         raise ValueError(f"origin {origin!r}: agency and service must be lower-case names")
     return origin
 

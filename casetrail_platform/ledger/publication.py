@@ -3,6 +3,7 @@
 Topic ``casetrail.ledger-checkpoints`` (``casetrail_platform.bus.topics``): one partition, so every
 checkpoint of every log is in one total order; key = the log's origin; value = the signed note
 as UTF-8 text (``content-type: text/plain; charset=utf-8``). Kept forever, like case events.
+The records' contract is ``events.checkpoint_notes`` (published in ``events/asyncapi.yaml``).
 
 The topic is also the log's own high-water mark (``newest``): a database rolled back while a
 service was down cannot take back what it published there. It is read with partitions
@@ -23,6 +24,8 @@ from casetrail_platform.bus.kafka_clients import close_quietly, new_producer
 from casetrail_platform.bus.kafka_settings import KafkaSettings
 from casetrail_platform.ledger.note import Checkpoint, Verifier, newest_verified
 from casetrail_platform.ledger.port import CheckpointRecord, StoredCheckpoint
+from events import checkpoint_notes
+from events.cloudevents import KAFKA_CONTENT_TYPE_HEADER
 from events.topics import LEDGER_CHECKPOINTS_TOPIC
 
 READ_PAGE = 1000
@@ -107,7 +110,7 @@ class KafkaCheckpointPublisher(CheckpointRecord):
             self._topic,
             key=origin.encode(),
             value=checkpoint.note.encode(),
-            headers=[("content-type", b"text/plain; charset=utf-8")],
+            headers=[(KAFKA_CONTENT_TYPE_HEADER, checkpoint_notes.CONTENT_TYPE.encode())],
         )
 
     async def newest(self, verifier: Verifier) -> Checkpoint | None:

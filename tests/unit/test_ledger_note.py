@@ -15,6 +15,7 @@ from casetrail_platform.ledger.note import (
     NoteError,
     Verifier,
     open_checkpoint,
+    origin_of,
     schedule_of,
 )
 from tests.support.ledger import GO_ACCEPTS, signature_variants
@@ -134,3 +135,10 @@ async def test_signature_lines_are_read_as_go_reads_them(tmp_path: Path) -> None
         except NoteError:
             verdicts[case] = False
     assert verdicts == GO_ACCEPTS
+
+
+@pytest.mark.parametrize(("agency", "service"), [("agency", "intake\n"), ("Agency", "intake")])
+def test_an_origin_is_refused_unless_it_is_whole_an_origin(agency: str, service: str) -> None:
+    # "intake\n" passed "$", which matches before a final line feed, and ended the note's line.
+    with pytest.raises(ValueError, match="must be lower-case names"):
+        origin_of(agency, service)
