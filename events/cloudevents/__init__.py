@@ -23,7 +23,8 @@ Context attributes (every value is a string unless noted):
 ``actorid``        who did it, at most ``MAX_IDENTIFIER_CHARS``
 ``actorrole``      in which role (``events.catalog.base.Role``)
 ``correlationid``  UUID shared by everything caused by one request
-``causationid``    UUID of the event that caused this one; absent when none
+``causationid``    UUID of the command that caused it, shared by every event it recorded (a
+                   service's own follow-up of an event: that event's id); absent when none
 ``occurredat``     same instant as ``time``, kept so it is never confused with ``recordedat``
 ``recordedat``     when the store made it durable, RFC 3339
 ``sourceposition`` global position in the producing service's store, 19 digits zero-padded

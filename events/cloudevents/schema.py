@@ -85,7 +85,12 @@ def envelope_json_schema() -> dict[str, Any]:
             "description": "In which role they did it.",
         },
         "correlationid": {**uuid, "description": "Shared by everything one request caused."},
-        "causationid": {**uuid, "description": "The event that caused this one, if any."},
+        "causationid": {
+            **uuid,
+            "description": "The command that caused it: its id, shared by every event the "
+            "command recorded; for a service's own follow-up of an event (coordination "
+            "cancelling a closed case's services), that event's id.",
+        },
         "occurredat": {**timestamp, "description": "Same instant as time."},
         "recordedat": {**timestamp, "description": "When the producer's store made it durable."},
         "sourceposition": {
