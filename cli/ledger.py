@@ -10,7 +10,8 @@
   first bad position (``--checkpoint FILE``: also check against a checkpoint kept elsewhere;
   ``--keys FILE``: the public keys as ``casetrail ledger keys`` prints them, else the service's
   key port or ``<data dir>/<service>/ledger.pub``; without a key it says the signatures were
-  not checked).
+  not checked). With a key it also checks against the newest checkpoint the log published
+  (its ``ledger.checkpoint`` file embedded, the checkpoints topic distributed).
 * ``ledger checkpoint|prove|consistency|keys``: audit's answers (GetLedgerCheckpoint,
   ProveEventInclusion, ProveLogConsistency, ListLedgerKeys).
 * ``ledger public-keys DIR``: the services' public keys computed from their private key files
@@ -34,7 +35,7 @@ from cli.rpc import answered
 
 if TYPE_CHECKING:
     from casetrail_platform.infrastructure import Infrastructure
-    from casetrail_platform.ledger.note import KeySchedule, LogKeys
+    from casetrail_platform.ledger.note import Checkpoint, KeySchedule, LogKeys
 
 PENDING_STATUS = 3
 """``verify FILE``: every line verified but those not yet provable (1: verification failed)."""
@@ -199,6 +200,13 @@ async def _verify_store(options: argparse.Namespace) -> int:
         except (OSError, UnicodeDecodeError, ValueError) as error:  # NoteError among them
             print(f"--checkpoint {options.checkpoint}: {error}", file=sys.stderr)
             return 2
+    if verifier is not None:
+        # Read before the ledger: a log publishes a checkpoint only of leaves it stored, so a
+        # ledger read after covers it unless its tables were emptied or rolled back.
+        published = await _published_mark(infra, options.service, verifier)
+        if published is None:
+            return 1
+        trusted.extend(published)
     try:
         # An auditor's check writes nothing: no table created, granted or migrated.
         store = await open_ledger_store(infra, options.service, read_only=True)
@@ -237,6 +245,34 @@ async def _verify_store(options: argparse.Namespace) -> int:
     problem = str(result.problem)  # set: the result is not ok
     print(shown(f"TAMPERED at position {where}: {problem}" if where else problem))
     return 1
+
+
+async def _published_mark(
+    infra: Infrastructure, service: str, verifier: LogKeys
+) -> list[Checkpoint] | None:
+    """The newest checkpoint the service's log published under its current key, read as the
+    log reads it before it signs (``LedgerLog.check_published``): embedded, its
+    ``ledger.checkpoint`` file; distributed, the checkpoints topic. Outside the database, its
+    rows emptied or rolled back cannot take it back: without it, a ledger emptied over an
+    edited store verified as OK. ``[]`` when none was published; ``None`` (told) when the
+    record cannot be read: an unknown mark is never taken for no mark."""
+    from casetrail_platform.ledger.hosting import checkpoint_record
+    from casetrail_platform.ledger.note import current_key
+
+    record = checkpoint_record(infra, service)
+    try:
+        mark = await record.newest(current_key(verifier))
+    except (OSError, TimeoutError, LookupError, ValueError) as error:
+        # A broker out of reach is told by the command's handler (exit 1), as for a database.
+        print(f"{service}: the checkpoints it published cannot be read: {error}", file=sys.stderr)
+        return None
+    finally:
+        await record.stop()
+    if mark is None:
+        print(f"{service}: its log has published no checkpoint under its current key")
+        return []
+    print(f"{service}: its log published a checkpoint of {mark.size} events; checked as trusted")
+    return [mark]
 
 
 async def _rotate(options: argparse.Namespace) -> int:

@@ -36,7 +36,8 @@ def infrastructure(options: argparse.Namespace) -> Infrastructure:
             kafka = KafkaSettings.from_env()  # ValueError naming the variable
         except ValueError as error:  # a usage error (exit 2), as the runner refuses to start
             raise SystemExit(f"Kafka settings: {error}") from None
-        # Kafka is not contacted: only the service's PostgreSQL schemas are opened.
+        # Kafka is not contacted here: only by the commands that read or publish the ledger's
+        # checkpoints there (verify-store, ledger rotate).
         infra = Infrastructure.distributed(data_dir, dsn, kafka)
     # Its registry sealed with the KEK the services use, not one a tool would create where
     # none is found (the registry made again: the first one holds the default's keyring).

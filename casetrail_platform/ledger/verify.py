@@ -13,7 +13,9 @@ about 64 bytes per event, that:
 * the store is not shorter than the ledger (a truncated store names the first missing one);
 * the root recomputed at each signed checkpoint's size is the signed root, and every stored
   checkpoint's signature verifies (catches a ledger rebuilt from a tampered store: then the
-  first bad position lies after the last checkpoint that still matches).
+  first bad position lies after the last checkpoint that still matches);
+* the ledger covers every checkpoint known, trusted or stored (its tables emptied or rolled
+  back below one are named): only events beyond all of them are noted as not hashed yet.
 """
 
 from __future__ import annotations
@@ -76,12 +78,17 @@ async def verify_store(
     progress: Progress | None = None,
     workers: int | None = None,
 ) -> StoreVerification:
-    """``trusted``: checkpoints kept elsewhere (by audit, or taken from the Kafka topic), so
-    that a ledger rebuilt together with its checkpoints is caught too. ``workers``: processes
+    """``trusted``: checkpoints kept elsewhere (by audit, or the log's own published mark,
+    ``CheckpointRecord.newest``), read before this is called, so that a ledger rebuilt or
+    emptied together with its checkpoints is caught too. ``workers``: processes
     reading and hashing the events side by side (default: the CPUs this process may use) for
     a store of ``PARALLEL_FROM`` events or more; 1 reads them all here."""
-    result = StoreVerification(ledger_size=await ledger.size())
+    result = StoreVerification()
     signed = await _checkpoints(ledger, verifier, result)
+    # Read after the checkpoints (and after the trusted ones, read by the caller first): a log
+    # stores its leaves before it signs them, so a size read now covers every checkpoint known
+    # unless leaves were deleted, even while its service goes on appending and signing.
+    result.ledger_size = await ledger.size()
     if verifier is None and signed:
         result.notes.append(
             f"{len(signed)} stored checkpoints read WITHOUT checking their signatures (no public"
@@ -104,6 +111,8 @@ async def verify_store(
         return result
     result.leaves = subtrees.size
     _check_roots(subtrees, tagged, trusted_given=bool(trusted), result=result)
+    if result.ok:
+        _check_covered(tagged, result)
     if result.ok and subtrees.size < result.ledger_size:
         result.fail(
             subtrees.size + 1,
@@ -111,6 +120,7 @@ async def verify_store(
             f" {result.ledger_size} events",
         )
     elif result.ok and subtrees.size > result.ledger_size:
+        # Beyond every checkpoint known (_check_covered): events not signed yet, sealing lag.
         result.notes.append(
             f"{subtrees.size - result.ledger_size} events are not hashed into the ledger yet"
         )
@@ -315,6 +325,24 @@ def _check_roots(
         if kind == 0 or not trusted_given:
             last_matching = signed_size
         result.checkpoints_checked += 1
+
+
+def _check_covered(tagged: list[tuple[int, int, Checkpoint]], result: StoreVerification) -> None:
+    """Every checkpoint known, trusted or stored, must lie within the ledger. One larger than it
+    was signed over leaves the ledger no longer holds: its tables emptied or rolled back with
+    the database's rights, no key needed. The store may still hash to the signed root, but the
+    ledger no longer covers what the log signed and published, and its events beyond the
+    ledger would otherwise pass as merely not hashed yet."""
+    beyond = [(size, kind) for size, kind, _ in tagged if size > result.ledger_size]
+    if beyond:
+        size, kind = beyond[0]
+        which = "trusted checkpoint" if kind == 0 else "checkpoint stored in the ledger"
+        result.fail(
+            None,
+            f"the ledger holds {result.ledger_size} events but the {which} of size {size} was"
+            f" signed over more: the ledger no longer covers positions {result.ledger_size + 1}"
+            f" to {size} (its leaves deleted or rolled back)",
+        )
 
 
 async def _checkpoints(

@@ -24,7 +24,7 @@ from casetrail_platform.ledger.verify import verify_store
 from casetrail_platform.store.port import EventStore
 from casetrail_platform.store.rows import COLUMNS
 from tests.contract.conftest import StoreOpener
-from tests.support.ledger import append_notes, open_ledger, tamper, wipe_ledger
+from tests.support.ledger import append_notes, open_ledger, tamper, tamper_ledger, wipe_ledger
 
 
 @pytest.fixture
@@ -383,6 +383,25 @@ async def test_a_ledger_behind_its_store_is_noted_not_failed(
     assert result.leaves == 8
     assert result.ledger_size == 5
     assert "3 events are not hashed into the ledger yet" in result.notes
+
+
+async def test_a_ledger_whose_leaves_were_deleted_below_its_checkpoint_fails_naming_it(
+    ledger: tuple[EventStore, LedgerLog], tmp_path: Path
+) -> None:
+    """Its tiles deleted, its checkpoints kept: the store still hashes to the signed root, and
+    the events the ledger no longer covers passed as "not hashed into the ledger yet"."""
+    store, log = ledger
+    await append_notes(store, 5)
+    await log.sign()
+    await tamper_ledger(store, tmp_path, ["DELETE FROM {tiles}"])
+    result = await verify_store(log.store, await log.verifier())
+    assert not result.ok
+    assert result.problem == (
+        "the ledger holds 0 events but the checkpoint stored in the ledger of size 5 was signed"
+        " over more: the ledger no longer covers positions 1 to 5 (its leaves deleted or"
+        " rolled back)"
+    )
+    assert result.notes == []
 
 
 async def test_a_ledger_ahead_of_its_store_names_the_first_missing_event(

@@ -23,10 +23,19 @@ from casetrail_platform.ledger.keys import FileSigner
 from casetrail_platform.ledger.log import CheckpointNotPublished, LedgerLog, LedgerTampered
 from casetrail_platform.ledger.note import Checkpoint, Verifier, open_checkpoint, origin_of
 from casetrail_platform.ledger.port import CheckpointRecord, StoredCheckpoint
+from casetrail_platform.ledger.verify import verify_store
 from casetrail_platform.store.port import EventStore
 from casetrail_platform.store.sqlite import SqliteEventStore
 from tests.contract.conftest import StoreOpener
-from tests.support.ledger import TRUNCATE, append_notes, open_ledger, tamper, wipe_ledger
+from tests.support.ledger import (
+    FLIP,
+    TRUNCATE,
+    append_notes,
+    open_ledger,
+    postgres_sql,
+    tamper,
+    wipe_ledger,
+)
 
 SIZE = 40
 ORIGIN = origin_of("test-agency", "test")
@@ -304,3 +313,60 @@ async def test_a_stored_checkpoint_the_record_lacks_is_published_on_restart(
             await log.sign()
     finally:
         await log.store.close()
+
+
+async def test_verify_store_holds_a_ledger_emptied_to_the_mark_its_log_published(
+    open_record: tuple[EventStore, RecordOpener], tmp_path: Path
+) -> None:
+    """The mark is what verify-store trusts (``casetrail verify-store`` reads it as the log
+    does). Its tables emptied, the ledger no longer covers the checkpoint published, and an
+    event edited behind the triggers then passed: "0 checkpoints checked", OK, though the
+    restarted log refused the store. Events beyond the mark are noted, not failed."""
+    store, open_one = open_record
+    signer, _ = await first_run(store, tmp_path, open_one)
+    verifier = await signer.verifier()
+    await wipe_ledger(store, tmp_path)
+
+    mark = await newest_published(open_one, signer)
+    assert mark is not None
+    ledger_store = await open_ledger(store, tmp_path)
+    try:
+        emptied = await verify_store(ledger_store, verifier, trusted=[mark])
+        assert not emptied.ok
+        assert emptied.problem is not None
+        assert f"the trusted checkpoint of size {SIZE}" in emptied.problem
+        assert f"no longer covers positions 1 to {SIZE}" in emptied.problem
+
+        await tamper(
+            store, tmp_path, FLIP if isinstance(store, SqliteEventStore) else postgres_sql(FLIP)
+        )
+        edited = await verify_store(ledger_store, verifier, trusted=[mark])
+        assert not edited.ok
+        assert f"the tree of the first {SIZE} events is not the one signed" in str(edited.problem)
+    finally:
+        await ledger_store.close()
+    log = await restarted(store, tmp_path, signer)
+    log.publish_to(open_one())
+    try:
+        with pytest.raises(LedgerTampered, match="published"):
+            await log.sign()
+    finally:
+        await log.store.close()
+
+
+async def test_events_beyond_the_published_mark_are_only_not_hashed_yet(
+    open_record: tuple[EventStore, RecordOpener], tmp_path: Path
+) -> None:
+    store, open_one = open_record
+    signer, _ = await first_run(store, tmp_path, open_one)
+    await append_notes(store, 3)
+    mark = await newest_published(open_one, signer)
+    assert mark is not None
+    ledger_store = await open_ledger(store, tmp_path)
+    try:
+        lagging = await verify_store(ledger_store, await signer.verifier(), trusted=[mark])
+    finally:
+        await ledger_store.close()
+    assert lagging.ok, lagging.problem
+    assert lagging.checkpoints_checked == 2  # the mark, and the same checkpoint stored
+    assert lagging.notes == ["3 events are not hashed into the ledger yet"]

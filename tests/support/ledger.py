@@ -18,7 +18,7 @@ from casetrail_platform.infrastructure import Infrastructure
 from casetrail_platform.ledger.keys import FileSigner
 from casetrail_platform.ledger.log import LedgerLog
 from casetrail_platform.ledger.note import origin_of
-from casetrail_platform.ledger.port import LedgerStore
+from casetrail_platform.ledger.port import CheckpointRecord, LedgerStore
 from casetrail_platform.ledger.postgres import PostgresLedgerStore
 from casetrail_platform.ledger.sqlite import SqliteLedgerStore
 from casetrail_platform.ledger.sqlite_ranges import SqliteRanges
@@ -149,15 +149,21 @@ class DyingRanges(SqliteRanges):
         return hash_range, close
 
 
-async def signed_store(dsn: str, key: Path, events: int) -> None:
+async def signed_store(
+    dsn: str, key: Path, events: int, record: CheckpointRecord | None = None
+) -> None:
     """Intake's store on PostgreSQL (``dsn``, schema ``intake_events``) with ``events`` notes and
-    a checkpoint signed with the key file ``key``, as the service would have left them."""
+    a checkpoint signed with the key file ``key`` (published to ``record``, if given), as the
+    service would have left them."""
     store = await PostgresEventStore.connect(dsn, sample_registry(), schema="intake_events")
     ledger = await PostgresLedgerStore.connect(dsn, schema="intake_events")
     try:
         await append_notes(store, events)
         origin = origin_of(Infrastructure(data_dir=key.parent).agency, "intake")
-        await LedgerLog(ledger, FileSigner(origin, key)).sign()
+        log = LedgerLog(ledger, FileSigner(origin, key))
+        if record is not None:
+            log.publish_to(record)
+        await log.sign()
     finally:
         await ledger.close()
         await store.close()

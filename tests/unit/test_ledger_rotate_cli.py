@@ -73,7 +73,10 @@ def test_rotate_hands_the_log_over_and_verify_store_follows(
     asyncio.run(grow(data_dir, 2, sign=True))
     verify = ["verify-store", "intake", "--data-dir", str(data_dir)]
     assert casetrail_exit(*verify) == 0
-    assert "3 checkpoints checked" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    # The three stored, and the handover the rotation published (ledger.checkpoint) besides.
+    assert "its log published a checkpoint of 15 events" in out
+    assert "4 checkpoints checked" in out
     # The old key alone no longer verifies the log: its range ended at 15.
     old_only = tmp_path / "old-only.txt"
     old_only.write_text(old_pub)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from casetrail_platform.infrastructure import Infrastructure
-from casetrail_platform.ledger.hosting import key_path, open_ledger
+from casetrail_platform.ledger.hosting import checkpoint_record, key_path, open_ledger
 from casetrail_platform.ledger.keys import FileSigner
 from casetrail_platform.ledger.note import MAX_KEYS_FILE_BYTES, origin_of
 from casetrail_platform.store.sqlite import SqliteEventStore
@@ -24,12 +24,16 @@ from tests.support.sample_events import sample_registry
 
 @pytest.fixture
 async def data_dir(tmp_path: Path) -> Path:
-    """Intake's store of 12 events with a signed checkpoint, as the embedded default keeps it."""
+    """Intake's store of 12 events with a signed checkpoint, published to its
+    ``ledger.checkpoint`` as the embedded default keeps it."""
     infra = Infrastructure(data_dir=tmp_path)
     store = await SqliteEventStore.open(tmp_path / "intake" / "events.db", sample_registry())
     await append_notes(store, 12, per_commit=3)
     ledger = await open_ledger(infra, "intake")
+    record = checkpoint_record(infra, "intake")
+    ledger.publish_to(record)
     await ledger.sign()
+    await record.stop()
     await ledger.store.close()
     await store.close()
     return tmp_path
@@ -43,6 +47,37 @@ def test_with_the_published_key_the_signatures_are_checked(
     out = capsys.readouterr().out
     assert "12 events hashed" in out
     assert "OK: the store is the tree its checkpoints signed" in out
+
+
+def test_a_ledger_emptied_is_held_to_the_checkpoint_its_log_published(
+    data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With the database's rights and no key, an event edited and the ledger's tables emptied:
+    verify-store trusted only --checkpoint, said "0 checkpoints checked ... OK" and exit 0,
+    while the service refused the store on restart against its ``ledger.checkpoint``."""
+    ledger = sqlite3.connect(data_dir / "intake" / "ledger.db", isolation_level=None)
+    ledger.execute("DELETE FROM ledger_tiles")
+    ledger.execute("DELETE FROM ledger_checkpoints")
+    ledger.close()
+    arguments = ["verify-store", "intake", "--data-dir", str(data_dir)]
+
+    assert casetrail_exit(*arguments) == 1
+    out = capsys.readouterr().out
+    assert "intake: its log published a checkpoint of 12 events" in out
+    assert "the trusted checkpoint of size 12 was signed over more" in out
+    assert "no longer covers positions 1 to 12" in out
+
+    events = sqlite3.connect(data_dir / "intake" / "events.db", isolation_level=None)
+    events.execute("DROP TRIGGER stored_events_are_immutable")
+    events.execute(
+        "UPDATE stored_events SET data = CAST(replace(CAST(data AS TEXT), 'visit', 'visiT')"
+        " AS BLOB) WHERE position = 5"
+    )
+    events.close()
+    assert casetrail_exit(*arguments) == 1
+    out = capsys.readouterr().out
+    assert "TAMPERED at position 1: the tree of the first 12 events is not the one signed" in out
+    assert "OK" not in out
 
 
 def test_without_a_key_it_says_the_signatures_were_not_checked(
