@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 from dataclasses import dataclass, field
@@ -95,6 +96,13 @@ def kafka_pod_names(rendered: Rendered) -> list[str]:
         for pool in pools
         for _ in range(pool["spec"]["replicas"])
     ]
+
+
+def release_pool_names(release: str, *pools: str) -> set[str]:
+    """The names templates/_helpers.tpl (casetrail.kafkaPool) gives the release's
+    KafkaNodePools: <release, cut to 9>-<its SHA-256, 6 hex digits>-<pool's initial>."""
+    digest = hashlib.sha256(release.encode()).hexdigest()[:6]
+    return {f"{release[:9].strip('-')}-{digest}-{pool[0]}" for pool in pools}
 
 
 def _at_maximum(node: dict[str, Any], schema: dict[str, Any]) -> Any:

@@ -28,6 +28,7 @@ from casetrail_platform.shutdown import (
     SERVER_STOP_GRACE_SECONDS,
     STOP_DEADLINE_SECONDS,
 )
+from casetrail_platform.typed_numbers import ascii_decimal
 from events.topics import LEDGER_CHECKPOINTS_TOPIC, dead_letter_topic
 from services.startup import postgres_name
 from tests.k8s.render import (
@@ -36,6 +37,7 @@ from tests.k8s.render import (
     Rendered,
     helm_template,
     kafka_pod_names,
+    release_pool_names,
     values_at_their_maxima,
 )
 from tests.k8s.tools import CHART, Tools
@@ -1177,6 +1179,63 @@ def test_no_number_is_printed_as_a_float(helm: Tools, tmp_path: Path) -> None:
     assert sizes == ["1099511627776"] * 3
 
 
+# Each decimal setting the chart prints: its values path, its variable, its container.
+DECIMAL_SETTINGS = (
+    (("emergencyReviewHours",), "CASETRAIL_EMERGENCY_REVIEW_HOURS", "intake"),
+    (("ledger", "signEverySeconds"), "CASETRAIL_LEDGER_SIGN_EVERY", "audit"),
+)
+
+
+def _decimals_from(minimum: float, maximum: float) -> list[float]:
+    """The minimum, the maximum, and in each power of ten between numbers of 17 significant
+    digits (the most a float's shortest form has) with the decade's first digits."""
+    numbers = [minimum, maximum]
+    decade = minimum
+    while decade <= maximum:
+        numbers += [decade * 1.2345678901234567, decade * 9.8765432109876543]
+        decade *= 10
+    return [number for number in numbers if minimum <= number <= maximum]
+
+
+@pytest.mark.parametrize(("path", "variable", "service"), DECIMAL_SETTINGS)
+def test_every_decimal_setting_is_printed_as_its_setting_reads_it(
+    helm: Tools, tmp_path: Path, path: tuple[str, ...], variable: str, service: str
+) -> None:
+    """Helm prints a float as Go's %v: 0.00001 as 1e-05 and 0.0012345678901234567 with 19
+    decimals, each refused by the setting (ASCII digits, one point, at most 18 after it), so
+    the service never started. From the schema's minimum to its maximum, each value the chart
+    prints is read back by the setting's own parser as the value given."""
+    bounds = SCHEMA
+    for key in path:
+        bounds = bounds["properties"][key]
+    for number in _decimals_from(bounds["minimum"], bounds["maximum"]):
+        values: dict[str, Any] = {path[-1]: number}
+        for key in reversed(path[:-1]):
+            values = {key: values}
+        given = tmp_path / "decimal.yaml"
+        given.write_text(yaml.safe_dump(values))
+        rendered = _rendered(str(number), helm_template(helm, (*PROFILES["small"], given)))
+        deployment = rendered.named("Deployment", f"{RELEASE}-{service}")
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        (printed,) = [e["value"] for e in container["env"] if e["name"] == variable]
+        assert ascii_decimal(printed) == number, printed
+
+
+@pytest.mark.parametrize(("path", "variable", "service"), DECIMAL_SETTINGS)
+def test_a_decimal_setting_helm_would_print_in_exponent_form_is_refused(
+    helm: Tools, tmp_path: Path, path: tuple[str, ...], variable: str, service: str
+) -> None:
+    values: dict[str, Any] = {path[-1]: 0.00001}
+    for key in reversed(path[:-1]):
+        values = {key: values}
+    given = tmp_path / "decimal.yaml"
+    given.write_text(yaml.safe_dump(values))
+    result = helm_template(helm, (*PROFILES["small"], given))
+    assert result.returncode != 0, f"{variable} of {service} printed as 1e-05"
+    assert f"/{'/'.join(path)}" in result.stderr
+    assert "minimum" in result.stderr
+
+
 # Names the reviewer's Kafka pods were refused under, and Helm's longest (53 characters).
 LONG_RELEASES = (
     "casetrail-production",
@@ -1190,13 +1249,34 @@ LONG_RELEASES = (
 def test_every_kafka_pod_name_is_a_hostname(helm: Tools, release: str, profile: str) -> None:
     """Each pool's name was <release>-kafka-<pool>, so its pods' <release>-kafka-<release>-kafka-
     <pool>-<id>: past 63 characters from a release name of 19 (dedicated controllers) or 22, and
-    the API server refused every one, Kafka never starting. A pool's name need only be unique in
-    its cluster: nodes, brokers, controllers."""
-    rendered = _rendered(release, helm_template(helm, PROFILES[profile], release=release))
-    pools = {pool["metadata"]["name"] for pool in rendered.of_kind("KafkaNodePool")}
-    assert pools == ({"brokers", "controllers"} if profile == "large" else {"nodes"})
-    for pod in kafka_pod_names(rendered):
-        assert len(pod) <= 63, pod
+    the API server refused every one, Kafka never starting. A pool's own name is at most 18
+    characters, room beside the longest Kafka name (40) for a node id of 3 digits (the schema's
+    most brokers)."""
+    brokers = SCHEMA["properties"]["kafka"]["properties"]["cluster"]["properties"]["brokers"]
+    for extra in ((), ("--set", f"kafka.cluster.brokers={brokers['maximum']}")):
+        result = helm_template(helm, PROFILES[profile], *extra, release=release)
+        rendered = _rendered(release, result)
+        pools = {pool["metadata"]["name"] for pool in rendered.of_kind("KafkaNodePool")}
+        expected = ("brokers", "controllers") if profile == "large" else ("nodes",)
+        assert pools == release_pool_names(release, *expected)
+        for pod in kafka_pod_names(rendered):
+            assert len(pod) <= 63, pod
+
+
+@pytest.mark.parametrize("profile", ["small", "large"])
+def test_releases_sharing_their_first_characters_have_pools_of_their_own(
+    helm: Tools, profile: str
+) -> None:
+    """A KafkaNodePool is a namespaced object: the pools were plain nodes, brokers,
+    controllers, so a second release in the namespace could not be installed (its pools the
+    first's). Two releases whose names share the characters a pool name keeps differ by the
+    hash of their whole names."""
+    named = {}
+    for release in ("agency-north-a", "agency-north-b"):
+        rendered = _rendered(release, helm_template(helm, PROFILES[profile], release=release))
+        named[release] = {pool["metadata"]["name"] for pool in rendered.of_kind("KafkaNodePool")}
+    assert all(name.startswith("agency-no-") for name in named["agency-north-a"])
+    assert not named["agency-north-a"] & named["agency-north-b"]
 
 
 @pytest.mark.parametrize("release", LONG_RELEASES)

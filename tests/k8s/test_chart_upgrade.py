@@ -1,9 +1,11 @@
 """`helm install` and `helm upgrade` against a real kube-apiserver serving the operators' CRDs
 (no operator runs: the objects are stored, nothing acts on them), for what only a live release
-shows: templates/validate.yaml's `lookup` of the KafkaNodePools the release already has."""
+shows: templates/validate.yaml's `lookup` of the KafkaNodePools the release already has, another
+release's objects in the namespace, an upgrade over the objects an install made."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -13,22 +15,24 @@ from pathlib import Path
 import pytest
 
 from tests.k8s.apiserver import ApiServer
-from tests.k8s.render import PROFILES, RELEASE
+from tests.k8s.render import PROFILES, RELEASE, release_pool_names
 from tests.k8s.tools import CHART, Tools
 
 LEGACY = ("--set", "kafka.cluster.legacyPoolNames=true")
+BARE = ("--set", "kafka.cluster.barePoolNames=true")
 
 
 @dataclass(frozen=True)
 class LiveRelease:
-    """The release RELEASE of ``chart`` in the API server's namespace, the large profile's."""
+    """The release ``name`` of ``chart`` in the API server's namespace, the large profile's."""
 
     tools: Tools
     apiserver: ApiServer
     chart: Path
+    name: str = RELEASE
 
     def helm(self, verb: str, *options: str) -> subprocess.CompletedProcess[str]:
-        command = [str(self.tools.helm), verb, RELEASE]
+        command = [str(self.tools.helm), verb, self.name]
         if verb != "uninstall":
             command.append(str(self.chart))
             for values in PROFILES["large"]:
@@ -38,10 +42,36 @@ class LiveRelease:
         return subprocess.run(command, capture_output=True, text=True, check=False, timeout=300)
 
     def pools(self) -> set[str]:
+        return self._listed("kafkanodepools", f"strimzi.io/cluster={self.name}-kafka")
+
+    def subscriber_groups(self) -> dict[str, list[str]]:
+        """Each subscriber KafkaUser of the release, and the consumer groups its ACLs grant."""
+        users = json.loads(
+            self.apiserver.must(
+                "get",
+                "kafkausers",
+                "-n",
+                self.apiserver.namespace,
+                "-l",
+                f"app.kubernetes.io/instance={self.name},app.kubernetes.io/component=subscriber",
+                "-o",
+                "json",
+            )
+        )["items"]
+        return {
+            user["metadata"]["name"]: [
+                acl["resource"]["name"]
+                for acl in user["spec"]["authorization"]["acls"]
+                if acl["resource"]["type"] == "group"
+            ]
+            for user in users
+        }
+
+    def _listed(self, kind: str, selector: str) -> set[str]:
         listed = self.apiserver.must(
-            "get", "kafkanodepools", "-n", self.apiserver.namespace, "-o", "name"
+            "get", kind, "-n", self.apiserver.namespace, "-l", selector, "-o", "name"
         )
-        return {line.removeprefix("kafkanodepool.kafka.strimzi.io/") for line in listed.split()}
+        return {line.split("/", 1)[1] for line in listed.split()}
 
 
 @pytest.fixture(scope="module")
@@ -59,12 +89,33 @@ def chart(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return copy
 
 
+def _uninstalled(live: LiveRelease) -> None:
+    uninstalled = live.helm("uninstall", "--ignore-not-found", "--wait")
+    assert uninstalled.returncode == 0, uninstalled.stderr
+
+
 @pytest.fixture
 def release(helm: Tools, apiserver: ApiServer, chart: Path) -> Iterator[LiveRelease]:
     live = LiveRelease(helm, apiserver, chart)
     yield live
-    uninstalled = live.helm("uninstall", "--ignore-not-found", "--wait")
-    assert uninstalled.returncode == 0, uninstalled.stderr
+    _uninstalled(live)
+
+
+@pytest.fixture
+def other_release(helm: Tools, apiserver: ApiServer, chart: Path) -> Iterator[LiveRelease]:
+    """A second release in the same namespace."""
+    live = LiveRelease(helm, apiserver, chart, name="agency-b")
+    yield live
+    _uninstalled(live)
+
+
+@pytest.fixture
+def long_release(helm: Tools, apiserver: ApiServer, chart: Path) -> Iterator[LiveRelease]:
+    """A release of 39 characters: <release>-subscriber- leaves a subscriber's name 12 of its
+    KafkaUser's 63."""
+    live = LiveRelease(helm, apiserver, chart, name="casetrail-production-eu-west-agency-one")
+    yield live
+    _uninstalled(live)
 
 
 def test_an_upgrade_never_deletes_a_live_kafka_pool(release: LiveRelease) -> None:
@@ -83,7 +134,8 @@ def test_an_upgrade_never_deletes_a_live_kafka_pool(release: LiveRelease) -> Non
     assert f"KafkaNodePool {RELEASE}-kafka-brokers of Kafka {RELEASE}-kafka is live" in (
         renamed.stderr
     )
-    assert "(the pools now: brokers, controllers)" in renamed.stderr
+    ours = release_pool_names(RELEASE, "brokers", "controllers")
+    assert f"(the pools now: {', '.join(sorted(ours))})" in renamed.stderr
     assert "kafka.cluster.legacyPoolNames: true" in renamed.stderr
     # Brokers no longer dedicated are another pool (nodes), and the controllers' is deleted.
     merged = release.helm("upgrade", *LEGACY, "--set", "kafka.cluster.dedicatedControllers=false")
@@ -96,9 +148,65 @@ def test_an_upgrade_never_deletes_a_live_kafka_pool(release: LiveRelease) -> Non
     assert release.pools() == legacy
 
 
-def test_a_new_release_is_upgraded_under_its_short_pool_names(release: LiveRelease) -> None:
+def test_an_upgrade_keeps_the_plain_pool_names_of_an_install_before(
+    release: LiveRelease,
+) -> None:
+    """The chart before named the pools nodes, brokers, controllers: a release it installed is
+    refused an upgrade to its own names, which would delete those pools, until it keeps them
+    (kafka.cluster.barePoolNames; the install here renders what that chart did)."""
+    installed = release.helm("install", *BARE)
+    assert installed.returncode == 0, installed.stderr
+    assert release.pools() == {"brokers", "controllers"}
+
+    renamed = release.helm("upgrade")
+    assert renamed.returncode != 0
+    assert f"KafkaNodePool brokers of Kafka {RELEASE}-kafka is live" in renamed.stderr
+    assert "kafka.cluster.barePoolNames: true" in renamed.stderr
+    assert release.pools() == {"brokers", "controllers"}
+
+    kept = release.helm("upgrade", *BARE, "--set", "kafka.cluster.brokers=4")
+    assert kept.returncode == 0, kept.stderr
+    assert release.pools() == {"brokers", "controllers"}
+
+
+def test_a_new_release_is_upgraded_under_its_own_pool_names(release: LiveRelease) -> None:
     installed = release.helm("install")
     assert installed.returncode == 0, installed.stderr
     upgraded = release.helm("upgrade", "--set", "kafka.cluster.brokers=4")
     assert upgraded.returncode == 0, upgraded.stderr
-    assert release.pools() == {"brokers", "controllers"}
+    assert release.pools() == release_pool_names(RELEASE, "brokers", "controllers")
+
+
+def test_two_releases_in_one_namespace_have_pools_of_their_own(
+    release: LiveRelease, other_release: LiveRelease
+) -> None:
+    """A KafkaNodePool is a namespaced object: named plain brokers and controllers, the
+    second release's were the first's, and its install failed (KafkaNodePool "brokers" exists,
+    owned by the first). Each upgrade then sees only its own pools."""
+    for live in (release, other_release):
+        installed = live.helm("install")
+        assert installed.returncode == 0, installed.stderr
+    assert release.pools() == release_pool_names(release.name, "brokers", "controllers")
+    assert other_release.pools() == release_pool_names(other_release.name, "brokers", "controllers")
+    for live in (release, other_release):
+        upgraded = live.helm("upgrade")
+        assert upgraded.returncode == 0, upgraded.stderr
+
+
+def test_an_upgrade_adding_a_subscriber_sharing_a_kafka_user_is_refused(
+    long_release: LiveRelease,
+) -> None:
+    """reporting-warehouse-a and -b are one KafkaUser once cut to 63 characters: the upgrade
+    adding b gave that user b's ACL only, so a's groups were unauthorised and both shared one
+    credential. It is refused, and a's user keeps its groups."""
+    first = ("--set", "kafka.subscribers[0].name=reporting-warehouse-a")
+    installed = long_release.helm("install", *first)
+    assert installed.returncode == 0, installed.stderr
+    user = f"{long_release.name}-subscriber-reporting-wa"
+    assert long_release.subscriber_groups() == {user: ["reporting-warehouse-a."]}
+
+    second = ("--set", "kafka.subscribers[1].name=reporting-warehouse-b")
+    upgraded = long_release.helm("upgrade", *first, *second)
+    assert upgraded.returncode != 0
+    assert f"would share the KafkaUser {user}" in upgraded.stderr
+    assert long_release.subscriber_groups() == {user: ["reporting-warehouse-a."]}

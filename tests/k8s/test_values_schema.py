@@ -11,14 +11,14 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.k8s.render import PROFILES, helm_template
+from tests.k8s.render import PROFILES, RELEASE, helm_template
 from tests.k8s.tools import CHART, Tools
 
 
-def refused(helm: Tools, tmp_path: Path, values: str, *extra: str) -> str:
+def refused(helm: Tools, tmp_path: Path, values: str, *extra: str, release: str = RELEASE) -> str:
     custom = tmp_path / "values.yaml"
     custom.write_text(values)
-    result = helm_template(helm, ("values-small.yaml", custom), *extra)
+    result = helm_template(helm, ("values-small.yaml", custom), *extra, release=release)
     assert result.returncode != 0, f"helm accepted:\n{values}"
     return result.stderr
 
@@ -544,14 +544,29 @@ def _pools(result: subprocess.CompletedProcess[str]) -> set[str]:
 
 def test_an_installed_release_keeps_its_kafka_pools_names(helm: Tools) -> None:
     """A KafkaNodePool renamed is deleted, and its pods with it: a release installed when the
-    pools were named <release>-kafka-<pool> keeps those names (kafka.cluster.legacyPoolNames)."""
+    pools were named <release>-kafka-<pool> keeps those names (kafka.cluster.legacyPoolNames),
+    and one installed when they were nodes, brokers, controllers keeps those
+    (kafka.cluster.barePoolNames)."""
     legacy = ("--set", "kafka.cluster.legacyPoolNames=true")
     assert _pools(helm_template(helm, PROFILES["small"], *legacy)) == {"casetrail-kafka-nodes"}
     assert _pools(helm_template(helm, PROFILES["large"], *legacy)) == {
         "casetrail-kafka-brokers",
         "casetrail-kafka-controllers",
     }
-    assert _pools(helm_template(helm, PROFILES["large"])) == {"brokers", "controllers"}
+    bare = ("--set", "kafka.cluster.barePoolNames=true")
+    assert _pools(helm_template(helm, PROFILES["small"], *bare)) == {"nodes"}
+    assert _pools(helm_template(helm, PROFILES["large"], *bare)) == {"brokers", "controllers"}
+    # Spelled out: a change of the naming would rename, so delete, every installed pool.
+    assert _pools(helm_template(helm, PROFILES["large"])) == {
+        "casetrail-9f262f-b",
+        "casetrail-9f262f-c",
+    }
+
+
+def test_only_one_older_naming_of_the_pools_is_kept(helm: Tools, tmp_path: Path) -> None:
+    both = "kafka:\n  cluster:\n    legacyPoolNames: true\n    barePoolNames: true\n"
+    message = refused(helm, tmp_path, both)
+    assert "kafka.cluster.legacyPoolNames and kafka.cluster.barePoolNames are both true" in message
 
 
 @pytest.mark.parametrize(
@@ -607,6 +622,55 @@ def test_a_subscriber_named_after_casetrails_parts_keeps_to_its_own_groups(
         if acl["resource"]["type"] == "group" and acl["resource"]["patternType"] == "prefix"
     ]
     assert prefixes == [f"{name}." for name in names]
+
+
+# 39 characters: <release>-subscriber- leaves 12 of a KafkaUser's 63 to the subscriber's name.
+LONG_RELEASE = "casetrail-production-eu-west-agency-one"
+
+
+def _subscribers(*names: str) -> str:
+    return yaml.safe_dump({"kafka": {"subscribers": [{"name": name} for name in names]}})
+
+
+def test_two_subscribers_sharing_a_kafka_user_once_cut_are_refused(
+    helm: Tools, tmp_path: Path
+) -> None:
+    """A KafkaUser is <release>-subscriber-<name> cut to 63 characters: from a 39-character
+    release, reporting-warehouse-a and -b were one user, the install failing half done, or an
+    upgrade leaving the user with b's ACL only (a's groups unauthorised, one credential for
+    both)."""
+    names = _subscribers("reporting", "reporting-warehouse-a", "reporting-warehouse-b")
+    message = refused(helm, tmp_path, names, release=LONG_RELEASE)
+    assert (
+        "kafka.subscribers[1].name (reporting-warehouse-a) and kafka.subscribers[2].name "
+        "(reporting-warehouse-b) would share the KafkaUser "
+        f"{LONG_RELEASE}-subscriber-reporting-wa"
+    ) in message
+    assert "differs within the first 12 characters" in message
+
+
+def test_a_subscriber_named_twice_is_refused(helm: Tools, tmp_path: Path) -> None:
+    message = refused(helm, tmp_path, _subscribers("reporting", "warehouse", "reporting"))
+    assert "kafka.subscribers[2].name (reporting) is kafka.subscribers[0].name too" in message
+
+
+def test_subscribers_whose_kafka_users_differ_keep_their_names(helm: Tools, tmp_path: Path) -> None:
+    """Only a clash is refused: a name cut, unshared, keeps its KafkaUser (a renamed user is a
+    new credential, the subscriber's old one refused)."""
+    custom = tmp_path / "values.yaml"
+    custom.write_text(_subscribers("reporting-warehouse-a", "reporting-wb"))
+    result = helm_template(helm, ("values-small.yaml", custom), release=LONG_RELEASE)
+    assert result.returncode == 0, result.stderr
+    users = [
+        document["metadata"]["name"]
+        for document in yaml.safe_load_all(result.stdout)
+        if document
+        and document["metadata"]["labels"].get("app.kubernetes.io/component") == "subscriber"
+    ]
+    assert users == [
+        f"{LONG_RELEASE}-subscriber-reporting-wa",
+        f"{LONG_RELEASE}-subscriber-reporting-wb",
+    ]
 
 
 def test_the_case_events_are_no_topic_of_the_caseload_processors(

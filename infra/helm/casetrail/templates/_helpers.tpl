@@ -13,18 +13,27 @@
 {{- end -}}
 
 {{/*
-The name of a KafkaNodePool of the release's Kafka (`.pool`: nodes, brokers or controllers).
-Strimzi names a pool's pods <kafka>-<pool>-<node id> and puts that name in their hostname and
-labels, 63 characters at most, so the pool's own name is short: it need only be unique within
-the Kafka cluster. kafka.cluster.legacyPoolNames keeps <kafka>-<pool>, the names of a release
-installed before: a renamed pool is a deleted one, whose pods go with it (README, "Upgrading
-the chart"); templates/validate.yaml refuses a release name too long for them.
+The name of a KafkaNodePool of the release's Kafka (`.pool`: nodes, brokers or controllers):
+<release, cut to 9>-<hash of the release name, 6>-<n, b or c>, 18 characters at most. A pool is
+a namespaced object, so its name is unique in the namespace: the release's name makes it so
+(the hash, when two releases' names share their first characters). Strimzi names a pool's pods
+<kafka>-<pool>-<node id> and puts that name in their hostname and labels, 63 characters at
+most: a Kafka name of 40 (casetrail.kafkaCluster) leaves 18 beside a node id of 3 digits.
+A renamed pool is a deleted one, whose pods go with it (README, "Upgrading the chart"), so a
+release installed under older names keeps them: kafka.cluster.legacyPoolNames,
+<kafka>-<pool> (templates/validate.yaml refuses a release name too long for them), and
+kafka.cluster.barePoolNames, the plain pool, which a second release in the namespace could
+not take too.
 */}}
 {{- define "casetrail.kafkaPool" -}}
-{{- if .root.Values.kafka.cluster.legacyPoolNames -}}
+{{- $cluster := .root.Values.kafka.cluster -}}
+{{- $release := .root.Release.Name -}}
+{{- if $cluster.legacyPoolNames -}}
 {{- printf "%s-%s" (include "casetrail.kafkaCluster" .root) .pool -}}
-{{- else -}}
+{{- else if $cluster.barePoolNames -}}
 {{- .pool -}}
+{{- else -}}
+{{- printf "%s-%s-%s" ($release | trunc 9 | trimAll "-") (sha256sum $release | trunc 6) (.pool | trunc 1) -}}
 {{- end -}}
 {{- end -}}
 
@@ -40,6 +49,16 @@ The release's KafkaNodePools as JSON, each `{"name": ..., "nodes": ...}`: `broke
 {{- $_ := set $pools "controllers" (dict "name" (include "casetrail.kafkaPool" (dict "root" . "pool" "controllers")) "nodes" 3) -}}
 {{- end -}}
 {{- toJson $pools -}}
+{{- end -}}
+
+{{/*
+The KafkaUser of an outside subscriber (`.root`, `.subscriber`: its name), which Strimzi's
+User Operator also gives its credential Secret and, with SCRAM, its Kafka user name. Cut to
+63 characters as it always was: a new name would be a new user and credential, the
+subscriber's old one refused. templates/validate.yaml refuses two subscribers sharing one.
+*/}}
+{{- define "casetrail.subscriberUser" -}}
+{{- printf "%s-subscriber-%s" .root.Release.Name .subscriber | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
 {{/*
