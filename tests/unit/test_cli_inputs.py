@@ -4,8 +4,6 @@ and the files it writes (a saved token, an export) owner-only and whole or not a
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import json
 import os
 from datetime import UTC, datetime
@@ -15,22 +13,18 @@ from uuid import uuid4
 import pytest
 
 from casetrail_platform.identity.development import DevelopmentIssuer, identity_dir
-from casetrail_platform.identity.principal import Principal
 from casetrail_platform.identity.verifier import DEFAULT_MAX_LIFETIME_SECONDS
-from casetrail_platform.policy.decide import decide
-from casetrail_platform.policy.guard import AccessControl
-from casetrail_platform.policy.home_agency import DEFAULT_HOME_AGENCY
-from casetrail_platform.policy.vocabulary import Action
 from casetrail_platform.private_files import private_replacement
 from casetrail_platform.store.port import ANY_VERSION
 from casetrail_platform.store.sqlite import SqliteEventStore
 from cli.login import TOKEN_FILE, bearer_token, trusted_verifier
 from cli.main import MAX_LOGIN_HOURS, bounded, main
-from cli.tail import TAIL_CLIENT, TAIL_STREAMS, follow, tailed_services, tails_own
+from cli.tail import tailed_services, tails_own
 from events.catalog.access import AccessPurpose, RecordAccessed, RecordSection
 from events.catalog.base import Role
 from events.catalog_registry import default_registry
 from events.envelope import Actor, EventMetadata, NewEvent
+from tests.support.tailing import tailed_briefly
 
 
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int | str | None, str]:
@@ -599,40 +593,7 @@ async def test_a_tail_shows_a_case_whose_id_starts_like_its_own_streams(
             "casetrail/intake", Actor("sam", Role.AUDITOR), datetime.now(UTC), uuid4()
         )
         await store.append("access-tail-probe1", [NewEvent(probe, metadata)], ANY_VERSION)
-        principal = Principal(
-            "kim", Role.AUDITOR, DEFAULT_HOME_AGENCY, "https://issuer.example", client=TAIL_CLIENT
-        )
-        purpose = AccessPurpose.CONFIDENTIALITY_REVIEW
-        decision = decide(
-            principal, Action.TAIL, purpose, None,
-            home_agency=DEFAULT_HOME_AGENCY, now=datetime.now(UTC),
-        )  # fmt: skip
-
-        async def still_valid() -> Principal:
-            return principal
-
-        tailing = asyncio.create_task(
-            follow(
-                store,
-                AccessControl(
-                    store,
-                    None,
-                    "casetrail/intake",
-                    home_agency=DEFAULT_HOME_AGENCY,
-                    own_streams=TAIL_STREAMS,
-                ),
-                principal,
-                purpose,
-                decision,
-                from_start=True,
-                credential=still_valid,
-                idle_timeout=0.05,
-            )
-        )
-        await asyncio.sleep(0.5)  # the probe shown and recorded, then that record read back
-        tailing.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await tailing
+        await tailed_briefly(store)  # the probe shown and recorded, then that record read back
         shown = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
         assert [line["stream"] for line in shown] == ["access-tail-probe1"]
         own = [r for r in await store.read_all(0) if r.stream != "access-tail-probe1"]

@@ -15,17 +15,13 @@ import pytest
 from casetrail_platform.identity.errors import InvalidCredential
 from casetrail_platform.identity.keys import IssuerKeys
 from casetrail_platform.identity.verifier import TokenVerifier
-from casetrail_platform.policy.decide import decide
-from casetrail_platform.policy.guard import AccessControl
-from casetrail_platform.policy.home_agency import DEFAULT_HOME_AGENCY
-from casetrail_platform.policy.vocabulary import Action
 from casetrail_platform.store.port import ANY_VERSION
 from casetrail_platform.store.sqlite import SqliteEventStore
-from cli.tail import TAIL_STREAMS, follow
-from events.catalog.access import AccessPurpose, RecordAccessed
+from events.catalog.access import RecordAccessed
 from events.catalog_registry import default_registry
 from events.envelope import EventMetadata, NewEvent
 from tests.support.identity import TestIssuer
+from tests.support.tailing import tailing
 from tests.unit.audit.support import INTAKE_WORKER, opened
 
 LIFETIME = 2
@@ -45,34 +41,7 @@ async def test_a_tail_ends_when_its_token_expires_and_shows_nothing_after(
         token = issuer.mint("auditor-kim", "auditor", lifetime_seconds=LIFETIME)
         expires = time.time() + LIFETIME
         principal = await verifier.verify(token)
-        purpose = AccessPurpose.CONFIDENTIALITY_REVIEW
-        decision = decide(
-            principal,
-            Action.TAIL,
-            purpose,
-            None,
-            home_agency=DEFAULT_HOME_AGENCY,
-            now=datetime.now(UTC),
-        )
-        assert decision.allowed
-        tailing = asyncio.create_task(
-            follow(
-                store,
-                AccessControl(
-                    store,
-                    None,
-                    "casetrail/intake",
-                    home_agency=DEFAULT_HOME_AGENCY,
-                    own_streams=TAIL_STREAMS,
-                ),
-                principal,
-                purpose,
-                decision,
-                from_start=True,
-                credential=lambda: verifier.verify(token),
-                idle_timeout=0.05,
-            )
-        )
+        tail = tailing(store, principal, lambda: verifier.verify(token))
         await asyncio.sleep(max(0.0, expires - time.time()) + 1.5)
         case_id = f"case-{uuid4().hex[:8]}"
         metadata = EventMetadata(
@@ -85,11 +54,11 @@ async def test_a_tail_ends_when_its_token_expires_and_shows_nothing_after(
 
         try:
             with pytest.raises(InvalidCredential):
-                await asyncio.wait_for(tailing, 5)
+                await asyncio.wait_for(tail, 5)
         finally:
-            tailing.cancel()
+            tail.cancel()
             with contextlib.suppress(asyncio.CancelledError, InvalidCredential):
-                await tailing
+                await tail
 
         # The case appended after the expiry was neither shown nor recorded as read.
         assert case_id not in capsys.readouterr().out
