@@ -177,5 +177,9 @@ REFUSALS = {
         "the answer would show sections of the record the decision does not disclose and that"
         " cannot be withheld from it"
     ),
+    "part-not-asked": (
+        "a part of an all-worker caseload view is answered only to the process of the group"
+        " that asked for it"
+    ),
 }
 """The rules that refuse, with what they mean (also the ErrorInfo reason, upper-cased)."""

@@ -5,14 +5,17 @@ The processor has no event store of its own, so audit records the read
 audit decides ``READ_CASELOADS`` for the verified caller and purpose, and records one
 ``record.accessed`` per case named (or the refusal) in its store. The view answers only after
 every call succeeded; audit unreachable, unconfigured or refusing means no answer (fail closed:
-503, 403). A view naming more cases than one call takes is recorded in several calls.
+503, 403). A view naming more cases than one call takes is recorded in several calls. A read
+the processor refuses of its own (a part no process asked for) is sent as that refusal
+(``refused_by``), which audit records whatever the caller's role: the policy allows the views
+to auditors, so a read of a view naming no case would record nothing of theirs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TypeAlias
+from typing import NoReturn, TypeAlias
 
 import grpc
 
@@ -48,26 +51,43 @@ class AccessRecorder:
         """Record the read of ``case_ids`` through ``view`` by ``caller``; ``Refused`` when
         it is not recorded. Every chunk is sent even after a refusal, so each case named has
         the refusal on record."""
-        stub = self._audit()
-        metadata = (*bearer_metadata(caller.token), (CLIENT_HEADER, CLIENT_NAME))
         starts = range(0, len(case_ids), CASES_PER_CALL)
         chunks = [case_ids[at : at + CASES_PER_CALL] for at in starts] or [()]
         refusal: Refused | None = None
         for chunk in chunks:
-            request = audit_pb2.RecordCaseloadAccessRequest(
-                context=common_pb2.QueryContext(purpose=caller.purpose.value),
-                view=view,
-                case_ids=chunk,
-            )
-            try:
-                await stub.RecordCaseloadAccess(request, metadata=metadata, timeout=CALL_SECONDS)
-            except grpc.aio.AioRpcError as error:
-                refused = _refused(error)
-                if refused.status != 403:
-                    raise refused from None
-                refusal = refusal or refused
+            refused = await self._call(caller, view, case_ids=chunk)
+            refusal = refusal or refused
         if refusal is not None:
             raise refusal
+
+    async def refuse(self, caller: Caller, view: View, refusal: Refused) -> NoReturn:
+        """Record ``refusal``, the processor's own refusal of ``caller``'s read of ``view``
+        (naming no case), then raise it; ``Refused`` 503 (or 401) when it is not recorded."""
+        await self._call(caller, view, refused_by=refusal.code)
+        raise refusal
+
+    async def _call(
+        self, caller: Caller, view: View, *, case_ids: Sequence[str] = (), refused_by: str = ""
+    ) -> Refused | None:
+        """One call to audit: audit's refusal (403) if it refused, ``Refused`` raised if the
+        call failed otherwise."""
+        request = audit_pb2.RecordCaseloadAccessRequest(
+            context=common_pb2.QueryContext(purpose=caller.purpose.value),
+            view=view,
+            case_ids=case_ids,
+            refused_by=refused_by,
+        )
+        metadata = (*bearer_metadata(caller.token), (CLIENT_HEADER, CLIENT_NAME))
+        try:
+            await self._audit().RecordCaseloadAccess(
+                request, metadata=metadata, timeout=CALL_SECONDS
+            )
+        except grpc.aio.AioRpcError as error:
+            refused = _refused(error)
+            if refused.status != 403:
+                raise refused from None
+            return refused
+        return None
 
     async def close(self) -> None:
         if self._channel is not None:

@@ -43,8 +43,8 @@ contacts-per-day view names no case: decided, not recorded. A part of an all-wor
 answered to the process that asked for it, is no read: that process records the view's. A part
 request no process of the group made (a caller sending its marks) is refused 403
 ``PART_NOT_ASKED`` on the record as the other refusals, logged with the caller's subject and
-agency: a read of the view naming no case is recorded with the caller's token, so a role audit
-refuses the views is recorded refused (and answered audit's 403).
+agency: audit records it, with the caller's token, as refused by ``part-not-asked`` naming no
+case, whatever the caller's role (auditors, whom the views are for, included).
 """
 
 from __future__ import annotations
@@ -105,7 +105,8 @@ class Answer:
     """``None``: no read to record, a part another process asked for (``gathering``)."""
     case_ids: tuple[str, ...] = ()
     refusal: Refused | None = None
-    """Refused once recorded (a read of ``view`` naming no case): a part no process asked."""
+    """Refused once audit has recorded it as this refusal (``AccessRecorder.refuse``, a read
+    of ``view`` naming no case): a part no process asked."""
 
 
 Handler = Callable[..., Awaitable[Answer]]
@@ -144,10 +145,10 @@ def add_views(app: CaseloadApp) -> None:
                 answer = await handler(request, *args, **kwargs)
                 if answer.refusal is not None:
                     _log_refused(caller, answer.refusal)
+                    assert answer.view is not None  # a refusal is of a view's read (Answer)
+                    await recorder.refuse(caller, answer.view, answer.refusal)
                 if answer.view is not None:
                     await recorder.record(caller, answer.view, answer.case_ids)
-                if answer.refusal is not None:
-                    raise answer.refusal
             except BadQuery as error:
                 return view.json({"error": str(error)}, status=400, headers=ANSWER_HEADERS)
             except Refused as refused:
@@ -260,8 +261,8 @@ def add_views(app: CaseloadApp) -> None:
 
 
 def _log_refused(caller: Caller, refused: Refused) -> None:
-    """Who was refused, by subject and agency (never the token): audit records no refusal of
-    a caller whose role it allows the views."""
+    """Who was refused, by subject and agency (never the token), in the processor's log beside
+    audit's record of the refusal."""
     who = caller.principal
     log.warning(
         "caseload: %s refused to %s of agency %s: %s",

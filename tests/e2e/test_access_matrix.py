@@ -123,9 +123,10 @@ ROWS = [
 ]
 """One row per rule; consent-required is walked in test_access (grant, read, revoke, refused),
 entitlement-required and emergency-access-expired in test_break_glass, sections-not-covered
-in test_access_intake_gaps (a partner whose consent leaves out the client's identity), and
+in test_access_intake_gaps (a partner whose consent leaves out the client's identity),
 sensitive-filter-not-permitted in test_access_planning_gaps (a coordinator's list filtered on a
-sensitive need)."""
+sensitive need), and part-not-asked in tests/unit/test_caseload_access.py (a forged part of an
+all-worker caseload view, recorded by audit for the caseload processor)."""
 
 
 def test_every_rule_and_refusal_has_a_row() -> None:
@@ -137,6 +138,7 @@ def test_every_rule_and_refusal_has_a_row() -> None:
         "emergency-access-expired",
         "sections-not-covered",
         "sensitive-filter-not-permitted",
+        "part-not-asked",
     }
 
 

@@ -171,8 +171,10 @@ async def test_each_process_of_a_group_answers_the_all_worker_views_whole_record
                 ]
                 status, body = await get(port, "/caseload/?limit=1", auditor)
                 assert (status, body["unassigned"], body["truncated"]) == (200, ["u-1"], True)
-            # A caller sending the marks of a part is no process of the group: no part.
+            # A caller sending the marks of a part is no process of the group: no part, and
+            # the refusal on record, an auditor's too (nothing was, review rev-web).
             before = len(await accesses(audit))
+            denied = len(await refusals(audit))
             for port, other in (ports, ports[::-1]):
                 marks = {
                     FORWARDED_MARK: "1",
@@ -183,8 +185,9 @@ async def test_each_process_of_a_group_answers_the_all_worker_views_whole_record
                     status, body = await get(port, path, auditor, marks)
                     assert (status, body["reason"]) == (403, "PART_NOT_ASKED"), (port, path)
             assert (await accesses(audit))[before:] == []
-            # The refusal is on record as the views' others: a role audit refuses them is
-            # recorded refused, naming no case (nothing was, review rev-r3b).
+            assert (await refusals(audit))[denied:] == [("caseloads", "james.liu")] * 4
+            # A role audit refuses the views is recorded refused too, naming no case (nothing
+            # was, review rev-r3b).
             denied = len(await refusals(audit))
             receptionist = issuer.mint("mallory.k", "receptionist")
             marks = {PART_MARK: "guessed", ASKER: f"http://127.0.0.1:{ports[1]}"}

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from casetrail.audit.v1 import audit_pb2
+from casetrail_platform.policy.vocabulary import Action
 from events.catalog.access import AccessPurpose, RecordAccessDenied, RecordAccessed
 from services.caseload.access import Caller, CaseloadGate, Refused
 from services.caseload.recording import CASES_PER_CALL, CLIENT_NAME, AccessRecorder
@@ -418,3 +419,61 @@ async def test_a_token_byte_that_is_not_utf8_is_refused_over_http_not_a_500(
     assert json.loads(body)["reason"] == "TOKEN_MALFORMED"
     assert b"Cache-Control: no-store" in head
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_a_forged_part_is_on_audits_record_whatever_the_callers_role(
+    tmp_path: Path, audit: RunningAudit, issuer: TestIssuer
+) -> None:
+    """A part request no process asked for (X-Caseload-Forwarded on an all-worker view) was
+    refused 403 PART_NOT_ASKED by recording the caller's read of the view naming no case, which
+    audit records nothing of for an auditor, the role the views are for (review rev-web): the
+    request made to read a part unrecorded, retried at will, left only a log line. Audit now
+    records the processor's own refusal, rule part-not-asked under caseloads, for every role,
+    and the view is refused in the processor's words."""
+    import json
+
+    from casetrail_platform.identity.settings import IssuerSettings
+    from services.caseload.gathering import PartNotAsked
+    from services.caseload.processor import build_app
+    from services.caseload.settings import CaseloadSettings
+
+    settings = CaseloadSettings(
+        data_dir=tmp_path / "caseload",
+        web_port=free_port(),
+        issuer=IssuerSettings(issuer=issuer.url, audience=issuer.audience),
+        audit_address=audit.address,
+        audit_plaintext_allowed=True,
+    )
+    app = build_app(settings)
+    assigned((app, range(settings.partitions)))
+    app.held_cases = {}
+    recovered(app)
+    callers = (
+        ("james.liu", "auditor", "/caseload/"),
+        ("maria", "coordinator", "/overdue/"),
+        ("mallory.k", "receptionist", "/caseload/"),
+    )
+    recorder = app.access_recorder
+    assert recorder is not None
+    try:
+        for user, role, path in callers:
+            forged = {**bearer(issuer.mint(user, role)), "X-Caseload-Forwarded": "1"}
+            request = get_request(headers=forged, query={}, match_info={})
+            response = await app.web.views[path].get(request)
+            body = json.loads(response.body)
+            assert (response.status, body) == (
+                403,
+                {"error": str(PartNotAsked()), "reason": "PART_NOT_ASKED"},
+            ), role
+    finally:
+        await recorder.close()
+    events = await audit.store.read_all(limit=10_000)
+    assert not [e for e in events if isinstance(e.event, RecordAccessed)]
+    assert [
+        (e.case_id, e.accessor_id, e.action, e.rule, e.client_application)
+        for e in (recorded.event for recorded in events)
+        if isinstance(e, RecordAccessDenied)
+    ] == [
+        ("caseloads", user, Action.READ_CASELOADS.value, "part-not-asked", CLIENT_NAME)
+        for user, _, _ in callers
+    ]

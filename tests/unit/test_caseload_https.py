@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import aiohttp
 import pytest
@@ -170,6 +170,8 @@ class Worker:
     app: Any
     port: int
     recorded: list[tuple[str, ...]]
+    refused: list[str]
+    """The processor's own refusals recorded (``AccessRecorder.refuse``), by reason."""
 
 
 def _serving_worker(tmp_path: Path, name: str, env: dict[str, str]) -> Worker:
@@ -187,13 +189,18 @@ def _serving_worker(tmp_path: Path, name: str, env: dict[str, str]) -> Worker:
         }
     )
     app = build_app(settings)
-    worker = Worker(app, port, [])
+    worker = Worker(app, port, [], [])
 
     async def record(caller: Any, view: Any, case_ids: Any) -> None:
         worker.recorded.append(tuple(case_ids))
 
+    async def refuse(caller: Any, view: Any, refusal: Any) -> NoReturn:
+        worker.refused.append(refusal.code)
+        raise refusal
+
     assert app.access_recorder is not None
     app.access_recorder.record = record  # type: ignore[method-assign]
+    app.access_recorder.refuse = refuse  # type: ignore[method-assign]
     recovered(app)
     app.held_cases = {held_key("w-ana", "case-1"): {"follow_up_due": None}}
     return worker
@@ -696,8 +703,9 @@ async def test_a_part_is_answered_only_to_the_process_of_the_group_that_asked_fo
     for status, body in refusals:
         assert (status, body["reason"]) == (403, "PART_NOT_ASKED"), body
     assert anonymous[0] == 401  # the token is verified all the same
-    assert asked.recorded == []
-    assert owner.recorded == [()] * len(refusals)
+    assert asked.recorded == owner.recorded == []
+    assert asked.refused == []
+    assert owner.refused == ["PART_NOT_ASKED"] * len(refusals)
 
 
 @pytest.mark.parametrize("trouble", ["gone", "not ready", "a rebalance", "a partition unheld"])
@@ -736,19 +744,20 @@ async def test_a_forged_part_is_refused_on_the_record_naming_its_caller(
 ) -> None:
     """A verified caller sending a part's marks was refused 403 PART_NOT_ASKED with nothing
     recorded and nobody named in the log (review rev-r3b): the refusal is recorded as the
-    views' other refusals (audit's record of the view with the caller's token, naming no case)
-    and logged with the caller's subject and agency, never their token. Without a valid token
-    it stays 401, nothing recorded."""
+    views' other refusals (audit records the processor's refusal with the caller's token,
+    naming no case; rev-web) and logged with the caller's subject and agency, never their
+    token. Without a valid token it stays 401, nothing recorded."""
     from casetrail.audit.v1 import audit_pb2
     from services.caseload.gathering import ASKER, PART_MARK
 
     asked, owner = _gathering_group(tmp_path, issuer, certificates)
-    recorded: list[tuple[str, int, tuple[str, ...]]] = []
+    recorded: list[tuple[str, int, str]] = []
 
-    async def record(caller: Any, view: int, case_ids: Any) -> None:
-        recorded.append((caller.principal.subject, view, tuple(case_ids)))
+    async def refuse(caller: Any, view: int, refusal: Any) -> NoReturn:
+        recorded.append((caller.principal.subject, view, refusal.code))
+        raise refusal
 
-    owner.app.access_recorder.record = record
+    owner.app.access_recorder.refuse = refuse
     token = issuer.mint("mallory.k", "receptionist", agency="westbay-dss")
     marks = {PART_MARK: "x" * 43, ASKER: str(asked.app.conf.canonical_url)}
     ca = tmp_path / "ca.crt"
@@ -764,9 +773,10 @@ async def test_a_forged_part_is_refused_on_the_record_naming_its_caller(
         assert (status, body["reason"]) == (403, "PART_NOT_ASKED"), body
     assert unverified[0] == 401
     assert recorded == [
-        ("mallory.k", audit_pb2.CASELOAD_VIEW_CASELOADS, ()),
-        ("mallory.k", audit_pb2.CASELOAD_VIEW_OVERDUE, ()),
+        ("mallory.k", audit_pb2.CASELOAD_VIEW_CASELOADS, "PART_NOT_ASKED"),
+        ("mallory.k", audit_pb2.CASELOAD_VIEW_OVERDUE, "PART_NOT_ASKED"),
     ]
+    assert owner.recorded == []
     refusals = [r.getMessage() for r in caplog.records if "PART_NOT_ASKED" in r.getMessage()]
     assert len(refusals) == 2
     assert all("mallory.k" in m and "westbay-dss" in m for m in refusals), refusals

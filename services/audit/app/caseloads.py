@@ -6,7 +6,10 @@ each read, calling with the reader's own bearer token: the accessor is the verif
 never something the processor states. The decision is the agency-wide ``READ_CASELOADS``
 (about no single case, as the views list many); an allowed read is recorded as one
 ``record.accessed`` per case the view names, a refused one as one ``record.access_denied``
-per case named (under ``CASELOADS_SUBJECT`` when it names none).
+per case named (under ``CASELOADS_SUBJECT`` when it names none). A read the processor refuses
+of its own (``PROCESSOR_REFUSALS``: a part of an all-worker view no process asked for) is
+recorded refused by that rule whatever the policy would decide: the policy allows the views to
+auditors, the role they are for, and their read naming no case records nothing.
 """
 
 from __future__ import annotations
@@ -16,14 +19,18 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from casetrail_platform.identity.principal import Principal
+from casetrail_platform.policy.decide import refusal
 from casetrail_platform.policy.guard import Disclosure
-from casetrail_platform.policy.vocabulary import Action
+from casetrail_platform.policy.vocabulary import Action, Decision
 from casetrail_platform.queries import QueryContext
 from events.catalog.access import RecordSection
 from services.audit.app.queries import AuditDeps
 
 CASELOADS_SUBJECT = "caseloads"
 """Where a refused read that names no case is recorded (the view is about whole caseloads)."""
+PROCESSOR_REFUSALS = {"PART_NOT_ASKED": "part-not-asked"}
+"""The refusals the caseload processor states of its own (``refused_by``): its reason, and the
+rule of ``matrix.REFUSALS`` audit records it by (whose ``AccessDenied`` reason it is again)."""
 
 
 class CaseloadView(StrEnum):
@@ -54,17 +61,29 @@ class CaseloadAccess:
     recorded: int
 
 
+def processor_refusal(reason: str) -> Decision | None:
+    """The refusal the processor states as ``reason`` (e.g. ``PART_NOT_ASKED``); ``None`` when
+    it is none of ``PROCESSOR_REFUSALS``."""
+    rule = PROCESSOR_REFUSALS.get(reason)
+    return None if rule is None else refusal(rule)
+
+
 async def record_caseload_access(
     deps: AuditDeps,
     viewer: QueryContext,
     principal: Principal,
     view: CaseloadView,
     case_ids: Sequence[str],
+    refused_by: Decision | None = None,
 ) -> CaseloadAccess:
     """Decide ``READ_CASELOADS`` for ``principal``; record the read of ``case_ids`` (one access
-    per case, one append) or the refusal, which is then raised (``AccessDenied``)."""
+    per case, one append) or the refusal, which is then raised (``AccessDenied``). A read the
+    processor ``refused_by`` (``processor_refusal``, naming no case) is recorded refused by its
+    rule under ``CASELOADS_SUBJECT``, whatever the caller's role, and raised."""
     cases = list(dict.fromkeys(case_ids))
     action, purpose = Action.READ_CASELOADS, viewer.purpose
+    if refused_by is not None:
+        await deps.access.refuse(principal, action, purpose, CASELOADS_SUBJECT, refused_by)
     decision = deps.access.decide(principal, action, purpose, None)
     if not decision.allowed:
         if cases:

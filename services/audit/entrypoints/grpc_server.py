@@ -367,9 +367,12 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         ]
         if case_ids and not view.sections:
             read.problems.append(FieldProblem("case_ids", f"must be empty for view {view.value}"))
+        refused_by = read.caseload_refusal(request.refused_by)
+        if case_ids and refused_by is not None:
+            read.problems.append(FieldProblem("case_ids", "must be empty with refused_by"))
         read.done()
         access = await caseloads.record_caseload_access(
-            self._deps, viewer, principal_of(context), view, case_ids
+            self._deps, viewer, principal_of(context), view, case_ids, refused_by
         )
         return audit_pb2.RecordCaseloadAccessResponse(
             rule=access.rule, policy_version=access.policy_version, recorded=access.recorded

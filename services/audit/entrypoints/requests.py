@@ -16,12 +16,13 @@ from casetrail.common.v1 import common_pb2
 from casetrail_platform.commands import InvalidCommand, id_problem
 from casetrail_platform.grpc_platform.context import query_context_problems
 from casetrail_platform.identity.principal import Principal
+from casetrail_platform.policy.vocabulary import Decision
 from casetrail_platform.queries import QueryContext
 from events.catalog.access import AccessPurpose
 from events.catalog.base import Role
 from events.envelope import Actor
 from events.errors import FieldProblem
-from services.audit.app.caseloads import CaseloadView
+from services.audit.app.caseloads import PROCESSOR_REFUSALS, CaseloadView, processor_refusal
 from services.audit.domain.history import PageCursor, TimeBasis, TimelineQuery
 
 DEFAULT_PAGE_SIZE = 100
@@ -118,6 +119,16 @@ class RequestReader:
             return _CASELOAD_VIEWS[value]
         self.problems.append(FieldProblem("view", "required: a CASELOAD_VIEW_* value"))
         return CaseloadView.CASELOADS
+
+    def caseload_refusal(self, reason: str) -> Decision | None:
+        """The processor's own refusal of a caseload read (``refused_by``), if it states one."""
+        if not reason:
+            return None
+        refused = processor_refusal(reason)
+        if refused is None:
+            known = ", ".join(PROCESSOR_REFUSALS)
+            self.problems.append(FieldProblem("refused_by", f"must be empty or one of {known}"))
+        return refused
 
     def page_size(
         self, value: int, field: str = "page_size", *, default: int = DEFAULT_PAGE_SIZE
