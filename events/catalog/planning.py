@@ -162,3 +162,11 @@ PLAN_CHANGES = (PlanDrafted, GoalAdded, GoalRevised, GoalAchieved, GoalDropped, 
 naming it (``plan_id``); a plan's evaluations only look at it. Planning dates a plan's work by
 them and audit tells a plan's section by them: one list, so that a new kind of plan event is
 counted by both."""
+
+PLAN_VERSION_CHANGES = (PlanDrafted, GoalAdded, GoalRevised, GoalDropped)
+"""The events that change what a plan holds, each making its next version: version 1 as
+drafted, one more for each goal added, revised or dropped since, so that a version names one
+content of the plan (the one the client is asked to agree to). Agreements and achievements
+leave the version as it was. The versions are counted from these events, never read from a
+``PlanAgreed``, which numbers the agreements themselves: planning's answers and case view and
+audit's plans count them alike."""

@@ -70,6 +70,9 @@ class PlanGoal:
 class Plan:
     plan_id: str
     goals: tuple[PlanGoal, ...] = ()
+    version: int = 0
+    """The version being worked on, counted from the plan's changes as planning counts it
+    (``planning.PLAN_VERSION_CHANGES``)."""
     agreed_version: int = 0
     agreed_goal_ids: tuple[str, ...] = ()
     signed_by_client: bool = False
@@ -295,7 +298,8 @@ class _Folding:
                 plan = self._plan(event.plan_id)
                 self.plan = replace(
                     plan,
-                    agreed_version=event.plan_version,
+                    # The event numbers the agreement; the version agreed is the current one.
+                    agreed_version=plan.version,
                     agreed_goal_ids=event.goal_ids,
                     signed_by_client=event.signed_by_client,
                 )
@@ -303,6 +307,8 @@ class _Folding:
                     self.status = CaseStatus.PLANNED
             case _:
                 return False
+        if isinstance(event, planning.PLAN_VERSION_CHANGES) and self.plan is not None:
+            self.plan = replace(self.plan, version=self.plan.version + 1)
         return True
 
     def _plan(self, plan_id: str) -> Plan:

@@ -108,8 +108,10 @@ def _plan(event: CaseEvent) -> str | None:
             return f"dropped goal {event.goal_id} from plan {event.plan_id}"
         case planning.PlanAgreed():
             signed = "signed" if event.signed_by_client else "not signed"
+            # The event numbers the agreement; the version agreed counts the plan's changes
+            # (``case_state``), which one event does not tell.
             return (
-                f"recorded the client's agreement to version {event.plan_version} of plan "
+                f"recorded the client's agreement no. {event.plan_version} to plan "
                 f"{event.plan_id} ({signed}); goals: {', '.join(event.goal_ids)}"
             )
     return None

@@ -54,7 +54,7 @@ from events.catalog.scheduling import (
     ServiceScheduled,
 )
 from events.envelope import RecordedEvent, to_micros
-from services.planning.domain.model import GoalStatus, plan_version
+from services.planning.domain.model import GoalStatus
 
 OPEN = "open"
 CLOSED = "closed"
@@ -133,7 +133,7 @@ def _derive(document: Document) -> None:
     document["closure_reason"] = document["last_closure_reason"] if closed else None
     if closed:
         document["stage"] = "closed"
-    elif plan is not None and plan["agreed_version"] > 0:
+    elif plan is not None and plan["agreed_sequence"] > 0:
         document["stage"] = "active"
     elif plan is not None:
         document["stage"] = "planning"
@@ -347,6 +347,7 @@ def _plan(document: Document, plan_id: str, recorded: RecordedEvent) -> Document
         "made_sequence": recorded.sequence,
         "agreed_sequence": 0,
         "revised_sequence": 0,
+        "change_sequences": [],
         "sequences": {},
     }
     _settle_plans(document, [*_plans(document), plan])
@@ -364,24 +365,22 @@ def _plan_drafted(document: Document, event: PlanDrafted, recorded: RecordedEven
     plan = _plan(document, event.plan_id, recorded)
     # A plan kept before its sequences were, drafted again: placed by this drafting.
     plan["made_sequence"] = min(plan.get("made_sequence", recorded.sequence), recorded.sequence)
-    _marks(plan)
-    plan["revised_sequence"] = max(plan["revised_sequence"], recorded.sequence)
     for index, goal in enumerate(event.goals):
         _put_goal(document, plan, goal, recorded, index)
     _settle_plans(document, _plans(document))
-    _settle(plan)
+    _changed(plan, recorded)
 
 
 def _goal_added(document: Document, event: GoalAdded, recorded: RecordedEvent) -> None:
     plan = _plan(document, event.plan_id, recorded)
     _put_goal(document, plan, event.goal, recorded, 0)
-    _revised(plan, recorded)
+    _changed(plan, recorded)
 
 
 def _goal_revised(document: Document, event: GoalRevised, recorded: RecordedEvent) -> None:
     plan = _plan(document, event.plan_id, recorded)
     _put_goal(document, plan, event.goal, recorded, None)
-    _revised(plan, recorded)
+    _changed(plan, recorded)
 
 
 def _goal_achieved(document: Document, event: GoalAchieved, recorded: RecordedEvent) -> None:
@@ -395,15 +394,15 @@ def _goal_dropped(document: Document, event: GoalDropped, recorded: RecordedEven
     plan = _plan(document, event.plan_id, recorded)
     status = {"status": GoalStatus.DROPPED.value}
     _goal_change(document, plan, event.goal_id, "status", recorded, status)
-    _revised(plan, recorded)
+    _changed(plan, recorded)
 
 
 def _plan_agreed(document: Document, event: PlanAgreed, recorded: RecordedEvent) -> None:
     plan = _plan(document, event.plan_id, recorded)
     _marks(plan)
-    if recorded.sequence > plan["agreed_sequence"]:
-        plan["agreed_version"] = event.plan_version
-        plan["agreed_sequence"] = recorded.sequence
+    # The event numbers the agreement, not the version: the version agreed is derived from
+    # the changes before it (``_settle``).
+    plan["agreed_sequence"] = max(plan["agreed_sequence"], recorded.sequence)
     _settle(plan)
 
 
@@ -658,18 +657,25 @@ def _marks(plan: Document) -> None:
     plan.setdefault("revised_sequence", 1 if plan["changed_since_agreement"] else 0)
 
 
-def _revised(plan: Document, recorded: RecordedEvent) -> None:
+def _changed(plan: Document, recorded: RecordedEvent) -> None:
+    """Note ``recorded``, a change of what the plan holds (``PLAN_VERSION_CHANGES``)."""
     _marks(plan)
     plan["revised_sequence"] = max(plan["revised_sequence"], recorded.sequence)
+    if recorded.sequence not in plan["change_sequences"]:
+        insort(plan["change_sequences"], recorded.sequence)
     _settle(plan)
 
 
 def _settle(plan: Document) -> None:
-    """The plan's version from its latest agreement and revision, in stream order."""
+    """The plan's versions from its changes and latest agreement, in stream order: the version
+    is the count of its changes, the one agreed the count of those before the agreement, as
+    planning's record counts them (``CasePlanning``), whatever order they arrived in."""
     _marks(plan)
+    changes = plan["change_sequences"]
     plan["changed_since_agreement"] = plan["revised_sequence"] > plan["agreed_sequence"]
-    plan["version"] = plan_version(plan["agreed_version"], plan["changed_since_agreement"])
-    if plan["agreed_version"] == 0:
+    plan["version"] = len(changes)
+    plan["agreed_version"] = bisect_left(changes, plan["agreed_sequence"])
+    if plan["agreed_sequence"] == 0:
         plan["agreement_status"] = "draft"
     elif plan["changed_since_agreement"]:
         plan["agreement_status"] = "awaiting_agreement"

@@ -34,8 +34,8 @@ from services.planning.adapters.case_document import (
 from services.planning.adapters.staff import STAFF, record_worker, staff_members
 from services.planning.domain.model import UNKNOWN_CASE, CaseFacts, StaffMember
 
-CASE_VIEWS = "case_views_v4"
-FOLLOW_UPS = "follow_ups_v4"
+CASE_VIEWS = "case_views_v5"
+FOLLOW_UPS = "follow_ups_v5"
 
 RETIRED = "case_view_v2"
 RETIRED_COLLECTIONS = ("case_views_v2", "follow_ups_v2", erased_marks("case_views_v2"))
@@ -48,11 +48,16 @@ FIRST_RETIRED = "case_view"
 FIRST_RETIRED_COLLECTIONS = ("case_views", "follow_ups", erased_marks("case_views"))
 """The projection before ``v2``: its documents did not keep the case's last reopening (the
 episode an assessment belongs to). Deleted too, for a deployment upgraded from before ``v2``."""
-LATEST_RETIRED = "case_view_v3"
-LATEST_RETIRED_COLLECTIONS = ("case_views_v3", "follow_ups_v3", erased_marks("case_views_v3"))
+THIRD_RETIRED = "case_view_v3"
+THIRD_RETIRED_COLLECTIONS = ("case_views_v3", "follow_ups_v3", erased_marks("case_views_v3"))
 """The projection before ``v4``: its plans' last evaluation and its goals' latest ratings were
 those of the evaluation recorded last, so one written up late, dated before, replaced the
 latest's, which no later event tells again. Deleted at planning's start too."""
+LATEST_RETIRED = "case_view_v4"
+LATEST_RETIRED_COLLECTIONS = ("case_views_v4", "follow_ups_v4", erased_marks("case_views_v4"))
+"""The projection before ``v5``: its plans' versions went up by one on the first change after
+an agreement only, and its documents do not keep the changes the versions are now counted from
+(``case_document._settle``). Deleted at planning's start too."""
 REFERRED_STATUSES = frozenset({"accepted", "completed"})
 """A referral in either has an outside provider taking the need on."""
 NEED_CODES = frozenset(need.value for need in NeedCategory)
@@ -61,13 +66,14 @@ NEED_CODES = frozenset(need.value for need in NeedCategory)
 class CaseViewProjection(Projection):
     """Every service's case events, including planning's own as they come back on the bus."""
 
-    name = "case_view_v4"
-    """v4: a new name and new collections, so a deployment builds it again from the bus
+    name = "case_view_v5"
+    """v5: a new name and new collections, so a deployment builds it again from the bus
     (``LATEST_RETIRED``)."""
     collections = (CASE_VIEWS, FOLLOW_UPS, STAFF, erased_marks(CASE_VIEWS))
     retired = (
         RetiredLayout(FIRST_RETIRED, FIRST_RETIRED_COLLECTIONS),
         RetiredLayout(RETIRED, RETIRED_COLLECTIONS),
+        RetiredLayout(THIRD_RETIRED, THIRD_RETIRED_COLLECTIONS),
         RetiredLayout(LATEST_RETIRED, LATEST_RETIRED_COLLECTIONS),
     )
     event_types = EVENT_TYPES
@@ -113,7 +119,7 @@ ERASURE = CaseErasure(
 
 
 async def retire_old_layout(read_models: ReadModelStore) -> None:
-    """Delete what the projections before ``v4`` left (nothing once done: a no-op after)."""
+    """Delete what the projections before ``v5`` left (nothing once done: a no-op after)."""
     # Their documents held goals, tasks and needs in the clear: no copy stays in the files.
     await read_models.retire(CaseViewProjection.retired)
 

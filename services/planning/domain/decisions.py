@@ -417,7 +417,8 @@ def _agree(
     return PlanAgreed(
         case_id=command.case_id,
         plan_id=plan.plan_id,
-        plan_version=plan.version,
+        # The agreement's number, as the event catalog states; the answer reports the version.
+        plan_version=plan.agreements + 1,
         goal_ids=goal_ids,
         client_statement=command.client_statement,
         signed_by_client=command.signed_by_client,

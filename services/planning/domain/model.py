@@ -1,9 +1,14 @@
 """A case as planning sees it: its plan folded from planning's own events, plus the facts
 planning learned about the case from other services on the bus.
 
-Plan versions: version 1 is the first draft. Agreeing records the current version; any change
-to the goals afterwards (add, revise, drop) starts the next version, which needs the client's
-agreement again. Achieving a goal is progress, not a change of the plan.
+Plan versions: every change of the plan makes its next version, whatever was agreed: version 1
+is the draft, and each goal added, revised or dropped adds one, so a version names one content
+of the plan and the client agrees to the version they were shown only while it is the current
+one. Agreeing records the current version and changes nothing; achieving a goal is progress,
+not a change of the plan. The agreements themselves are numbered apart (``PlanAgreed``'s
+``plan_version``: 1 for the first, then +1, as the event catalog states, and as stores kept
+before every change made a version numbered them too), so the versions are counted from the
+plan's changes alone (``PLAN_VERSION_CHANGES``), the same whenever a store was written.
 
 Each goal also knows whether the client agreed to it as it stands: a goal added or revised
 after the last agreement is not agreed until the next one, so it cannot be achieved or
@@ -35,6 +40,7 @@ from events.catalog.cases import CaseClosed, DischargePlanned
 from events.catalog.monitoring import ContactLogged, ProgressEvaluated
 from events.catalog.planning import (
     PLAN_CHANGES,
+    PLAN_VERSION_CHANGES,
     Goal,
     GoalAchieved,
     GoalAdded,
@@ -51,11 +57,6 @@ class GoalStatus(StrEnum):
     ACTIVE = "active"
     ACHIEVED = "achieved"
     DROPPED = "dropped"
-
-
-def plan_version(agreed_version: int, changed_since_agreement: bool) -> int:
-    """The version being worked on: the agreed one, or the next one once it was changed."""
-    return agreed_version + 1 if changed_since_agreement else agreed_version
 
 
 def is_latest(occurred_at: datetime | None, latest_at: datetime | None) -> bool:
@@ -92,7 +93,13 @@ class GoalState:
 class Plan:
     plan_id: str
     goals: dict[str, GoalState] = field(default_factory=dict)
+    version: int = 0
+    """The version being worked on: one more for each of its changes (``PLAN_VERSION_CHANGES``,
+    its drafting the first)."""
     agreed_version: int = 0
+    """The version the client last agreed to (0: never)."""
+    agreements: int = 0
+    """How many times the client agreed to the plan: the next agreement's number."""
     changed_since_agreement: bool = True
     """True for a draft never agreed, and after any revision since the last agreement."""
     drafted_at: datetime | None = None
@@ -108,12 +115,13 @@ class Plan:
     own evaluations: ``GoalState.evaluated_at``)."""
 
     @property
-    def version(self) -> int:
-        return plan_version(self.agreed_version, self.changed_since_agreement)
-
-    @property
     def ever_agreed(self) -> bool:
-        return self.agreed_version > 0
+        return self.agreements > 0
+
+    def changed(self) -> None:
+        """Note a change of what the plan holds: its next version, awaiting agreement."""
+        self.version += 1
+        self.changed_since_agreement = True
 
     def worked_on(self, work: str, occurred_at: datetime | None) -> None:
         """Note ``work`` done on the plan, stated as happening at ``occurred_at``."""
@@ -190,22 +198,22 @@ class CasePlanning:
             case GoalAdded() if self.plan is not None:
                 added = GoalState(event.goal, changed=work, changed_at=occurred_at)
                 self.plan.goals[event.goal.goal_id] = added
-                self.plan.changed_since_agreement = True
             case GoalRevised() if self.plan is not None:
                 revised = self.plan.goals[event.goal.goal_id]
                 revised.goal = event.goal
                 revised.agreed, revised.agreed_at = False, None
                 revised.changed, revised.changed_at = work, occurred_at
-                self.plan.changed_since_agreement = True
             case GoalAchieved() if self.plan is not None:
                 self.plan.goals[event.goal_id].status = GoalStatus.ACHIEVED
             case GoalDropped() if self.plan is not None:
                 self.plan.goals[event.goal_id].status = GoalStatus.DROPPED
-                self.plan.changed_since_agreement = True
             case PlanAgreed() if self.plan is not None:
                 if not self.plan.ever_agreed:
                     self.plan.first_agreed_at = occurred_at
-                self.plan.agreed_version = event.plan_version
+                # The event numbers the agreement (1 for the first, then +1), not the version:
+                # the version agreed is the current one.
+                self.plan.agreed_version = self.plan.version
+                self.plan.agreements += 1
                 self.plan.changed_since_agreement = False
                 for goal_id in event.goal_ids:
                     agreed = self.plan.goals[goal_id]
@@ -227,6 +235,8 @@ class CasePlanning:
                     self.plan = None
             case _:
                 pass
+        if isinstance(event, PLAN_VERSION_CHANGES) and self.plan is not None:
+            self.plan.changed()
         if isinstance(event, PLAN_CHANGES) and self.plan is not None:
             # Planning works on its current plan only: the event is this plan's.
             self.plan.worked_on(work, occurred_at)
@@ -286,8 +296,8 @@ def case_fold(case_id: str) -> Fold[CasePlanning]:
 FOLD_NAME = "planning.case.v1"
 
 VERSION_CHANGES_KEPT = 64
-"""Plan version changes a kept record remembers (two per agreement, one per draft or
-closure): a retry of a command older than the oldest reads the case up to its events."""
+"""Plan version changes a kept record remembers (one per draft, goal added, revised or dropped,
+or closure): a retry of a command older than the oldest reads the case up to its events."""
 
 
 @dataclass(frozen=True, slots=True)

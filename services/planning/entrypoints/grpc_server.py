@@ -245,7 +245,8 @@ class PlanningServicer(planning_pb2_grpc.PlanningServiceServicer):
         agreed = _first(outcome, PlanAgreed)
         return planning_pb2.RecordAgreementResponse(
             result=self._result(command, outcome),
-            plan_version=outcome.plan_version if agreed is None else agreed.plan_version,
+            # The version agreed, the current one: the event numbers the agreement.
+            plan_version=outcome.plan_version,
             goal_ids=() if agreed is None else agreed.goal_ids,
         )
 

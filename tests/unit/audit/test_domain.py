@@ -9,7 +9,15 @@ import pytest
 from events.catalog.base import SENSITIVE_MARK
 from events.catalog.cases import CaseReopened
 from events.catalog.examples import CASE, example_events
-from events.catalog.planning import Goal, GoalAchieved, GoalTerm, PlanAgreed, PlanDrafted
+from events.catalog.planning import (
+    Goal,
+    GoalAchieved,
+    GoalAdded,
+    GoalRevised,
+    GoalTerm,
+    PlanAgreed,
+    PlanDrafted,
+)
 from events.catalog.values import NeedCategory
 from events.catalog_registry import current_models
 from services.audit.domain import history
@@ -161,6 +169,64 @@ def test_a_reopened_case_has_no_plan_until_one_is_drafted_as_in_planning() -> No
     assert (current(document, "plan") or {})["plan_id"] == "plan-2"
 
 
+def test_the_version_agreed_is_counted_from_the_plans_changes_as_in_planning() -> None:
+    """Every change of the plan makes its next version; the agreements number themselves
+    (``PlanAgreed.plan_version``: 1, then 2). Audit's plan as of a moment shows the version
+    agreed as planning's view and record count it, not the agreement's number."""
+    office, planner = coordination(), Producer("casetrail/planning", f"case-{CASE_0042}")
+
+    def walk(statement: str, goal_id: str = "goal-1") -> Goal:
+        return Goal(
+            goal_id=goal_id,
+            statement=statement,
+            term=GoalTerm.SHORT,
+            need_category=NeedCategory.HOME_CARE,
+        )
+
+    def agreed(number: int) -> PlanAgreed:
+        return PlanAgreed(
+            case_id=CASE_0042,
+            plan_id="plan-1",
+            plan_version=number,
+            goal_ids=("goal-1", "goal-2"),
+            signed_by_client=True,
+        )
+
+    club = walk("Join the club", goal_id="goal-2")
+    plan_events = [
+        PlanDrafted(case_id=CASE_0042, plan_id="plan-1", goals=(walk("Walk again"),)),
+        GoalAdded(case_id=CASE_0042, plan_id="plan-1", goal=club),
+        agreed(1),
+        GoalRevised(case_id=CASE_0042, plan_id="plan-1", goal=walk("Walk 1 km"), reason="a"),
+        GoalRevised(case_id=CASE_0042, plan_id="plan-1", goal=walk("Walk 5 km"), reason="b"),
+        agreed(2),
+    ]
+    events = [
+        intake().record(opened(), occurred_at=T0),
+        office.record(assigned(), occurred_at=T0 + DAY, actor=COORDINATOR),
+        *(
+            planner.record(event, occurred_at=T0 + (2 + index) * DAY)
+            for index, event in enumerate(plan_events)
+        ),
+    ]
+    document = new_document(CASE_0042)
+    for recorded in events:
+        apply_event(document, recorded)
+
+    def agreed_as_of(day: int) -> int:
+        as_of = history.view(events, TimeBasis.OCCURRED, T0 + day * DAY)
+        plan = fold(CASE_0042, as_of, TimeBasis.OCCURRED).plan
+        assert plan is not None
+        return plan.agreed_version
+
+    assert (agreed_as_of(4), agreed_as_of(6), agreed_as_of(7)) == (2, 2, 4)
+    plan = current(document, "plan") or {}
+    assert (plan["version"], plan["agreed_version"]) == (4, 4)
+    assert summary(events[-1].event).startswith(
+        "recorded the client's agreement no. 2 to plan plan-1"
+    )
+
+
 def test_a_closed_cycles_plan_work_dated_after_the_reopening_stays_ended_as_in_planning() -> None:
     """A closure stated before its cycle's last plan work (stores kept before planning refused
     it, or a closure stating no moment after work stated ahead): the reopening cleared the
@@ -244,7 +310,8 @@ def test_the_catalog_examples_fold_into_a_full_state() -> None:
     closed_cycle = fold(CASE, recorded[:reopening], TimeBasis.OCCURRED)
     assert closed_cycle.status is CaseStatus.CLOSED
     assert closed_cycle.plan is not None
-    assert closed_cycle.plan.agreed_version == 1
+    # Drafted, a goal added, revised and dropped before the agreement: the fourth version.
+    assert closed_cycle.plan.agreed_version == 4
     goals = {goal.goal_id: goal.status for goal in closed_cycle.plan.goals}
     assert goals == {"goal-mobility": "achieved", "goal-social": "dropped"}
     services = {s.service_id: s.status for s in state.services}

@@ -30,6 +30,8 @@ from services.planning.adapters.case_views import (
     LATEST_RETIRED_COLLECTIONS,
     RETIRED,
     RETIRED_COLLECTIONS,
+    THIRD_RETIRED,
+    THIRD_RETIRED_COLLECTIONS,
     CaseFilter,
     CaseViewProjection,
     CaseViews,
@@ -77,9 +79,10 @@ async def test_the_view_gathers_every_services_facts(deps: Dependencies, bus: Bu
     assert (view["worker_id"], view["worker_role"]) == ("worker-ana", "social_worker")
     assert view["needs"] == ["home_care", "physical_therapy", "transportation"]
     plan = view["plan"]
+    # Drafted (1), a goal added (2), agreed, a goal revised (3).
     assert (plan["version"], plan["agreed_version"], plan["agreement_status"]) == (
+        3,
         2,
-        1,
         "awaiting_agreement",
     )
     assert [(g["goal"]["goal_id"], g["status"], g["latest_rating"]) for g in plan["goals"]] == [
@@ -292,16 +295,18 @@ async def test_a_reopened_case_is_assessed_only_by_its_new_episodes_assessment(
     [
         (FIRST_RETIRED, FIRST_RETIRED_COLLECTIONS),
         (RETIRED, RETIRED_COLLECTIONS),
+        (THIRD_RETIRED, THIRD_RETIRED_COLLECTIONS),
         (LATEST_RETIRED, LATEST_RETIRED_COLLECTIONS),
     ],
-    ids=["v1", "v2", "v3"],
+    ids=["v1", "v2", "v3", "v4"],
 )
 async def test_the_views_of_the_older_layouts_are_retired_at_start(
     bus: Bus, read_models: ReadModelStore, retired: str, collections: tuple[str, ...]
 ) -> None:
     # v1's documents cannot tell which episode their assessment belongs to; v2's lost the
     # contacts that were not the latest by the closures delivered when they came; v3's took
-    # the evaluation recorded last for the latest, losing the one dated last.
+    # the evaluation recorded last for the latest, losing the one dated last; v4's kept no
+    # plan's changes, which its versions are counted from.
     old = {"case_id": "case-o", "opened": True, "assessed_needs": [{"category": "home_care"}]}
     async with read_models.transaction() as transaction:
         for collection in collections:

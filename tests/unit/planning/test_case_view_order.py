@@ -266,9 +266,10 @@ async def test_any_order_of_the_contacts_and_closures_leaves_one_follow_up(
 
 
 _KEPT_SINCE = {
-    # The closures' sequences and the contact candidates: every case_view_v4 document has them.
+    # The closures' sequences and the contact candidates, and a plan's changes and agreement:
+    # every case_view_v5 document has them.
     "document": ("sequences",),
-    "plan": ("made_sequence", "agreed_sequence", "revised_sequence", "sequences"),
+    "plan": ("made_sequence", "sequences"),
     "entry": ("made_sequence", "sequences", "order"),
 }
 

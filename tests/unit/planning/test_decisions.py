@@ -22,6 +22,8 @@ from events.catalog.monitoring import ContactKind, ContactLogged, GoalProgress, 
 from events.catalog.planning import (
     Goal,
     GoalAchieved,
+    GoalAdded,
+    GoalDropped,
     GoalRevised,
     PlanAgreed,
     PlanDrafted,
@@ -95,7 +97,7 @@ def test_a_plan_whose_goals_were_all_dropped_cannot_be_agreed() -> None:
     assert rule_of(error) == "PLAN_HAS_NO_GOALS"
 
 
-def test_agreement_records_version_one_then_each_revision_needs_a_new_agreement() -> None:
+def test_every_change_makes_the_next_version_and_the_agreements_are_numbered_apart() -> None:
     record = record_of(drafted("goal-walk"))
 
     [first] = run(record, agree())
@@ -109,11 +111,73 @@ def test_agreement_records_version_one_then_each_revision_needs_a_new_agreement(
     assert record.plan is not None
     assert (record.plan.version, record.plan.agreed_version) == (2, 1)
     run(record, c.ReviseGoal(CASE, goal("goal-club", "Join the club on Thursdays"), "day"))
-    assert record.plan.version == 2, "revisions before re-agreement stay in the same version"
+    assert record.plan.version == 3, "each change before the next agreement is a version"
 
-    [second] = run(record, agree(version=2))
+    [second] = run(record, agree(version=3))
     assert isinstance(second, PlanAgreed)
+    # The event numbers the agreement (the second), as the catalog states; the plan's version
+    # agreed is the third.
     assert (second.plan_version, second.goal_ids) == (2, ("goal-walk", "goal-club"))
+    assert (record.plan.version, record.plan.agreed_version) == (3, 3)
+
+
+def test_an_agreement_to_a_version_changed_since_it_was_shown_is_refused() -> None:
+    # A draft never agreed: the client was shown version 1, then a goal was added.
+    draft = record_of(drafted("goal-walk"))
+    run(draft, c.AddGoal(CASE, goal("goal-move", "Move into a care home")))
+    with pytest.raises(RuleBroken) as added:
+        run(draft, agree(version=1))
+    assert rule_of(added) == "PLAN_VERSION_CHANGED"
+    assert added.value.details["current_version"] == "2"
+
+    # Agreed, revised (the client shown that version), revised again.
+    agreed = record_of(drafted("goal-walk"))
+    run(agreed, agree())
+    run(agreed, c.ReviseGoal(CASE, goal("goal-walk", "Walk 1 km"), "a"))
+    assert agreed.plan is not None
+    shown = agreed.plan.version
+    run(agreed, c.ReviseGoal(CASE, goal("goal-walk", "Walk 5 km daily"), "b"))
+    with pytest.raises(RuleBroken) as revised:
+        run(agreed, agree(version=shown))
+    assert rule_of(revised) == "PLAN_VERSION_CHANGED"
+    assert (revised.value.details["shown_version"], revised.value.details["current_version"]) == (
+        "2",
+        "3",
+    )
+    [agreement] = run(agreed, agree(version=3))
+    assert isinstance(agreement, PlanAgreed)
+
+
+def test_stored_agreements_fold_into_the_versions_counted_from_the_changes() -> None:
+    # As a store kept before every change made a version holds them: the agreements numbered
+    # 1 and 2, the second after a goal added and revised.
+    walk, club = goal("goal-walk"), goal("goal-club")
+    record = record_of(
+        drafted("goal-walk"),
+        PlanAgreed(
+            case_id=CASE,
+            plan_id="plan-1",
+            plan_version=1,
+            goal_ids=("goal-walk",),
+            signed_by_client=True,
+        ),
+        GoalAdded(case_id=CASE, plan_id="plan-1", goal=club),
+        GoalRevised(case_id=CASE, plan_id="plan-1", goal=club, reason="day"),
+        PlanAgreed(
+            case_id=CASE,
+            plan_id="plan-1",
+            plan_version=2,
+            goal_ids=("goal-walk", "goal-club"),
+            signed_by_client=True,
+        ),
+        GoalDropped(case_id=CASE, plan_id="plan-1", goal_id=walk.goal_id, reason="walks"),
+    )
+
+    assert record.plan is not None
+    assert (record.plan.version, record.plan.agreed_version) == (4, 3)
+    [third] = run(record, agree(version=4))
+    assert isinstance(third, PlanAgreed)
+    assert third.plan_version == 3
 
 
 def test_the_client_agrees_to_the_version_they_were_shown() -> None:

@@ -395,6 +395,66 @@ async def test_plan_versions_through_the_api(planning: Planning) -> None:
     assert one(details, error_details_pb2.ErrorInfo).reason == "PLAN_VERSION_CHANGED"
 
 
+async def test_an_agreement_names_the_version_the_client_was_shown_of_every_change(
+    planning: Planning,
+) -> None:
+    async def plan_versions() -> tuple[int, int]:
+        await planning.bus.sync()
+        view = await planning.stub.GetCaseView(
+            planning_pb2.GetCaseViewRequest(context=query(), case_id="case-1")
+        )
+        return view.plan.version, view.plan.agreed_version
+
+    async def agree(key: str, version: int) -> Any:
+        return await planning.stub.RecordAgreement(
+            planning_pb2.RecordAgreementRequest(
+                context=ctx(key=key), case_id="case-1", plan_version=version, signed_by_client=True
+            )
+        )
+
+    async def revise(key: str, statement: str) -> Any:
+        return await planning.stub.ReviseGoal(
+            planning_pb2.ReviseGoalRequest(
+                context=ctx(key=key), case_id="case-1", goal=goal(statement=statement), reason="r"
+            )
+        )
+
+    async def refused_as_changed(version: int, current: int) -> None:
+        written = await planning.store.read_all(0)
+        code, details = await refused(agree(f"agree-shown-{version}", version))
+        assert code is grpc.StatusCode.FAILED_PRECONDITION
+        info = one(details, error_details_pb2.ErrorInfo)
+        assert info.reason == "PLAN_VERSION_CHANGED"
+        assert info.metadata["current_version"] == str(current)
+        assert await planning.store.read_all(0) == written, "a refusal writes nothing"
+
+    await planning.bus.open_case("case-1")
+    await draft(planning, "case-1", goal())
+    assert await plan_versions() == (1, 0)
+    # A goal added to the draft after the client was shown it.
+    added = await planning.stub.AddGoal(
+        planning_pb2.AddGoalRequest(
+            context=ctx(key="add"), case_id="case-1", goal=goal("goal-move", "Move")
+        )
+    )
+    assert added.plan_version == 2
+    await refused_as_changed(1, current=2)
+    agreed = await agree("agree-2", 2)
+    assert (agreed.plan_version, list(agreed.goal_ids)) == (2, ["goal-walk", "goal-move"])
+    # Revised (the client shown that version), then revised again.
+    assert (await revise("revise-1", "Walk 1 km")).plan_version == 3
+    assert (await revise("revise-2", "Walk 5 km daily")).plan_version == 4
+    assert await plan_versions() == (4, 2)
+    await refused_as_changed(3, current=4)
+    first = await agree("agree-4", 4)
+    assert first.plan_version == 4
+    assert await plan_versions() == (4, 4)
+    # A retry answers as the first time, whatever changed since.
+    assert (await revise("revise-3", "Walk 6 km daily")).plan_version == 5
+    assert await agree("agree-4", 4) == first
+    assert await plan_versions() == (5, 4)
+
+
 async def test_the_case_view_and_lists_over_the_api(planning: Planning) -> None:
     bus = planning.bus
     await bus.open_case("case-1")
