@@ -16,10 +16,12 @@ from events.catalog.access import AccessPurpose, RecordAccessed, RecordSection
 from events.catalog.base import Role
 from events.catalog.eligibility import EligibilityDetermined
 from events.catalog.values import NeedCategory
-from tests.unit.coordination.rpc import refused, usd
-from tests.unit.coordination.support import IntakeFeed, command_context
+from tests.unit.coordination.rpc import refused, served, usd
+from tests.unit.coordination.support import IntakeFeed, carried_by, command_context
 
 if TYPE_CHECKING:
+    from services.coordination.app.handlers.running import Dependencies
+    from tests.support.identity import TestIssuer
     from tests.unit.coordination.rpc import Stub
 
 WAIVER = "home-care-medicaid-waiver"  # age at least 65, income within 2901.00 USD, in Alameda
@@ -138,3 +140,32 @@ async def test_the_age_refusals_name_the_case_not_its_client(
         assert f"case {case_id}'s client" in refusal.message
         assert refusal.metadata["subject"] == f"case/{case_id}"
         assert client_id not in f"{refusal.message} {refusal.details}"
+
+
+async def test_a_worker_is_answered_alike_whatever_age_while_the_policys_facts_trail(
+    deps: Dependencies, issuer: TestIssuer, intake: IntakeFeed, store: SqliteEventStore
+) -> None:
+    """The case's worker states ages while the policy's facts trail the bus: each, the record's
+    included, waits for them and is answered FACTS_NOT_CAUGHT_UP, nothing written. Only a
+    contradiction's record waited: the wrong ages were answered so, unrecorded, and the right
+    one was decided."""
+    await intake.register_client("client-1", BORN)
+    await intake.open_case("case-1", "client-1", [NeedCategory.HOME_CARE])
+    await carried_by(deps.store, "case-1", "cm-dana")
+    age = age_on(BORN, datetime.now(UTC).date())
+    facts: dict[str, Any] = {"monthly_income": usd(100_000), "residence": "us-ca-alameda"}
+
+    async def trailing(case_id: str) -> bool:
+        return False
+
+    def asking(stated: int) -> pb.DetermineEligibilityRequest:
+        request = _asking(age=stated, **facts)
+        request.context.CopyFrom(command_context("case_manager", user="cm-dana"))
+        return request
+
+    async with served(deps, issuer, trailing) as worker:
+        before = await store.last_position()
+        for stated in (age - 1, age, age + 1):
+            refusal = await refused(worker.DetermineEligibility(asking(stated)))
+            assert refusal.rule == "FACTS_NOT_CAUGHT_UP"
+        assert await store.read_all(after_position=before) == []

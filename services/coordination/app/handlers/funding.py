@@ -7,6 +7,7 @@ from typing import TypeVar
 from casetrail_platform.ages import age_on
 from casetrail_platform.commands import CommandContext, NotFound, derived_id
 from casetrail_platform.identity.principal import Principal
+from casetrail_platform.policy.facts import CaseFacts
 from casetrail_platform.policy.guard import AccessControl, Disclosure
 from casetrail_platform.policy.vocabulary import Action as PolicyAction
 from events.catalog.access import AccessPurpose, RecordSection
@@ -69,6 +70,21 @@ async def determine_eligibility(
     on = deps.today()
     born = await views.date_of_birth(deps.read_models, facts.client_id)
     recorded_age = None if born is None else age_on(born, on)
+    # The facts a contradiction's record is decided on, waited for before deciding whatever
+    # age is stated: waited for only on a contradiction, a wrong age alone was answered
+    # FACTS_NOT_CAUGHT_UP, unrecorded, while the policy's facts lagged, and the right one
+    # decided, so a worker told the ages apart with nothing on the record.
+    told_facts = (
+        None
+        if recorded_age is None
+        else await access.reader_facts(
+            principal,
+            PolicyAction.READ_CASE,
+            AccessPurpose.COORDINATION,
+            command.case_id,
+            subject=command.case_id,
+        )
+    )
     try:
         return await run(
             deps,
@@ -83,11 +99,14 @@ async def determine_eligibility(
             ),
         )
     except errors.AgeContradictsDateOfBirth:
-        await _told_age_contradicted(access, principal, command.case_id)
+        assert told_facts is not None  # a contradiction needs a recorded age
+        await _told_age_contradicted(access, principal, command.case_id, told_facts)
         raise
 
 
-async def _told_age_contradicted(access: AccessControl, principal: Principal, case_id: str) -> None:
+async def _told_age_contradicted(
+    access: AccessControl, principal: Principal, case_id: str, policy_facts: CaseFacts
+) -> None:
     """Record the refusal ``AGE_CONTRADICTS_DATE_OF_BIRTH`` as what it discloses: that the
     age stated is not the one the client's recorded date of birth gives, a read of the case's
     identity (as intake's GetClient is recorded), decided by the policy for coordination (a
@@ -95,9 +114,6 @@ async def _told_age_contradicted(access: AccessControl, principal: Principal, ca
     age after another would learn the client's age from the refusals with nothing on the
     record; the decision the right age gets is recorded as the case's event."""
     purpose = AccessPurpose.COORDINATION
-    policy_facts = await access.reader_facts(
-        principal, PolicyAction.READ_CASE, purpose, case_id, subject=case_id
-    )
     decision = await access.authorize(principal, PolicyAction.READ_CASE, purpose, policy_facts)
     told = Disclosure(case_id, decision, None, (), (RecordSection.IDENTITY,))
     await access.release(None, principal, purpose, [told])
