@@ -305,10 +305,7 @@ class RecordedEvent(_Slots):
             # Upcast: sealed again, never handed out opened. Sealed data or not: data stored
             # in clear under a version before its fields were marked sensitive holds values
             # the current version seals.
-            stored_bytes = stored if type(stored) is bytes else bytes(stored)
-            return registry.seal_again(
-                self.event, self.event_id, self._stored_version, stored_bytes
-            )
+            return registry.seal_again(self.event, self.event_id)
         return encode(self.event)
 
     @property

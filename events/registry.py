@@ -63,19 +63,18 @@ class EventRegistry:
         it is, refused if a sensitive value begins like a sealed one."""
         return self._protection().seal(event, event_id, data, cached_only=cached_only)
 
-    def seal_again(
-        self, event: CaseEvent, event_id: UUID, stored_version: int, stored: bytes
-    ) -> bytes:
-        """The data to publish of ``event``, decoded from ``stored`` (sealed data of
-        ``stored_version``) and upcast: sealed again (``FieldProtection.seal_again``)."""
+    def seal_again(self, event: CaseEvent, event_id: UUID) -> bytes:
+        """The data to publish of ``event``, decoded from data of an older schema version and
+        upcast: sealed again (``FieldProtection.seal_again``)."""
         if self.protection is None:
             return encode(event)
+        return self.protection.seal_again(event, event_id, encode(event))
 
-        def keyless() -> bytes:
-            withheld = self._sharing_catalog(None)
-            return encode(withheld.decode(event.event_type, stored_version, stored, event_id))
-
-        return self.protection.seal_again(event, event_id, encode(event), keyless)
+    def published_erased(self, upcast: CaseEvent, published: CaseEvent) -> bool:
+        """Whether ``published`` is ``upcast`` (decoded from an event's stored form) as it is
+        published once its client's key is destroyed: the erasure marker at every leaf the
+        model seals, the rest alike (``FieldProtection.erased``)."""
+        return self._protection().erased(upcast) == published
 
     def holds_in_clear(
         self, event_type: str, stored_version: int, stored: bytes, event_id: str | UUID

@@ -46,6 +46,7 @@ from casetrail_platform.keys.port import DataKeyError, KeyUnavailableError
 from casetrail_platform.store.guard import UnstorableEventError
 from events.catalog.base import SEALED_MARKS, CaseEvent
 from events.errors import FieldProblem, InvalidEventError
+from events.registry import encode
 from events.sealed_values import (
     CIPHERTEXT_PREFIX,
     ERASED_CODE,
@@ -218,21 +219,32 @@ class FieldProtection:
         # re-encodes the event (``RecordedEvent.data`` of unsealed data) will hash it.
         return canonical_json(document) if sealing else data
 
-    def seal_again(
-        self, event: CaseEvent, event_id: UUID, data: bytes, keyless: Callable[[], bytes]
-    ) -> bytes:
-        """``seal`` for an event opened from sealed data of an older schema version and
-        upcast (to be published at the current one). Once the key that sealed it is destroyed
-        it cannot be sealed again: then ``keyless()``, the data as a reader holding no key
-        decodes the stored data, goes out instead. That holds erasure markers where values
-        were sealed and only what the stored form (published beside it) holds in clear."""
+    def seal_again(self, event: CaseEvent, event_id: UUID, data: bytes) -> bytes:
+        """``seal`` for an event opened from data of an older schema version and upcast (to be
+        published at the current one). Once the key that sealed it is destroyed it cannot be
+        sealed again: then ``erased(event)`` goes out instead, as every reader reads the
+        sealed data it was published with before."""
         if sensitive_plan(type(event)) is None:
             return data  # nothing to seal: no key (nor the case's owner) is looked up
         try:
             return self.seal(event, event_id, data)
         except (ClientErasedError, UnstorableEventError):
             # Erased, or it already holds a marker (a value under a destroyed key).
-            return keyless()
+            return encode(self.erased(event))
+
+    @staticmethod
+    def erased(event: CaseEvent) -> CaseEvent:
+        """``event`` once its client's key is destroyed: the erasure marker at every leaf its
+        model seals (a null stays null), the marker a sealed value there opens as. Whatever
+        the leaf held goes: a value sealed when stored (already its marker), one a release
+        stored in clear before the field was marked, or an upcaster's default (a v1 need's
+        category ``other``), which no reader of the data sealed at the time was ever told."""
+        plan = sensitive_plan(type(event))
+        if plan is None:
+            return event
+        document = json.loads(event.model_dump_json())
+        _walk(document, plan, "", _marked)
+        return type(event).model_validate(document)
 
     @staticmethod
     def holds_in_clear(event: CaseEvent, stored: bytes) -> bool:
@@ -336,6 +348,12 @@ def sensitive_values(event: CaseEvent) -> dict[str, Any]:
     if plan is not None:
         _walk(json.loads(event.model_dump_json()), plan, "", note)
     return found
+
+
+def _marked(path: str, value: Any, erased: Any) -> Any:
+    """A leaf walker putting the leaf's erasure marker in place of its value."""
+    del path, value
+    return erased
 
 
 def _clear_scalars(value: Any) -> Iterator[str | int | float]:

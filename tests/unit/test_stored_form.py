@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from uuid import UUID, uuid4
 
 import pytest
+from jsonschema import Draft202012Validator
 
 from casetrail_platform.bus.inprocess import InProcessBus
-from casetrail_platform.keys.fields import sensitive_values
+from casetrail_platform.keys.fields import sensitive_plan, sensitive_values
 from casetrail_platform.ledger.canonical import canonical_row, parse_canonical
 from casetrail_platform.ledger.export import canonical_of_record
 from events.catalog.base import CaseEvent, Role
@@ -38,6 +39,7 @@ from events.cloudevents import (
 from events.dead_letters import DeadLetterReason
 from events.envelope import RecordedEvent, StoredEnvelope, StoredForm, to_micros
 from events.registry import EventRegistry, encode
+from events.schema_export import DEFAULT_DIRECTORY, schema_path
 from events.sealed_values import ERASED_FORMS
 from tests.contract.bus_conftest import Recorder, eventually, running
 from tests.unit.keys.support import keyring_of, protected
@@ -217,6 +219,84 @@ def test_after_the_key_is_destroyed_the_upcast_event_is_still_published_and_prov
     for reader in (writer, build_registry()):
         decoded = _decode(kafka, reader)
         assert canonical_of_record(decoded) == leaf
+
+
+def _sealed_current(event: CaseEvent) -> bool:
+    """Whether the current version of ``event``'s type seals a leaf."""
+    return sensitive_plan(build_registry().model_for(event.event_type)) is not None
+
+
+@pytest.mark.parametrize("in_clear", [False, True], ids=["stored-sealed", "stored-in-clear"])
+@pytest.mark.parametrize(
+    "event",
+    [event for event in legacy_example_events() if _sealed_current(event)],
+    ids=lambda e: f"{e.event_type}-v1",
+)
+def test_once_erased_an_upcast_event_is_published_as_its_earlier_publication_reads(
+    event: CaseEvent, in_clear: bool
+) -> None:
+    """A subscriber rebuilt from zero after the erasure (the in-process bus republishes the
+    store at each start) is told what one that kept the publication made before it reads: the
+    marker at every leaf the current version seals, on both buses. It was told what a reader
+    holding no key decodes from the stored form: an upcaster's default (a v1 need's category
+    ``other``, never recorded) and, stored in clear by a release before sealing, the erased
+    client's name, date of birth, identifiers and need in clear."""
+    writer = protected()
+    event_id = uuid4()
+    if in_clear:  # stored before sealing existed: the ledger hashed these very bytes
+        record, leaf = _stored(event, build_registry(), event_id)
+        record = _read_again(record, record.stored_form, writer)
+    else:
+        record, leaf = _stored(event, writer, event_id)
+    kept = to_kafka_binary(record)  # published while the client was known: sealed
+    assert writer.protection is not None
+    keyring_of(writer).destroy(writer.protection.owner_of(event))
+    republished = _read_again(record, record.stored_form, writer)
+
+    data = json.loads(republished.data)
+    schema = json.loads((DEFAULT_DIRECTORY / schema_path(type(republished.event))).read_text())
+    assert list(Draft202012Validator(schema).iter_errors(data)) == []
+    # Neither what the service read at those leaves (a value stored in clear, an upcaster's
+    # default) nor anything but their markers.
+    told = sensitive_values(record.event)
+    assert set(_scalars(told)).isdisjoint(_scalars(data))
+    for reader in (writer, build_registry()):
+        earlier = _decode(kept, reader)
+        received = _decode(to_kafka_binary(republished), reader)
+        assert received.event == earlier.event
+        assert all(v in ERASED_FORMS for v in sensitive_values(received.event).values())
+        for published in (republished, received):
+            assert to_structured(published)["data"] == data  # what audit keeps, either bus
+            assert canonical_of_record(published) == leaf  # the proof still verifies
+
+
+def _scalars(value: object) -> Iterator[object]:
+    """The texts and numbers of parsed JSON, markers left out."""
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, list):
+        for item in value:
+            yield from _scalars(item)
+    elif value not in ERASED_FORMS and not isinstance(value, bool):
+        yield value
+
+
+def _read_again(
+    record: RecordedEvent, form: StoredForm | None, registry: EventRegistry
+) -> RecordedEvent:
+    """``record`` read from its store again, by a relay decoding with ``registry``."""
+    assert form is not None
+    return RecordedEvent.stored(
+        stream=record.stream,
+        sequence=record.sequence,
+        position=record.position,
+        event_type=record.event_type,
+        subject=record.subject,
+        schema_version=form.schema_version,
+        data=form.data,
+        registry=registry,
+        envelope=_envelope(record.event_id),
+    )
 
 
 @pytest.mark.parametrize("event", legacy_example_events(), ids=lambda e: f"{e.event_type}-v1")

@@ -159,7 +159,7 @@ def test_data_of_the_version_before_stored_in_clear_still_reads_and_is_sealed_wh
     assert record.stored_form.schema_version == old_version
     # Published upcast: the current version's data seals the value again, as the relay hands
     # it out (it was handed out in clear: only data already holding a sealed value was sealed).
-    assert CANARY.encode() not in registry.seal_again(record.event, event_id, old_version, stored)
+    assert CANARY.encode() not in registry.seal_again(record.event, event_id)
     assert CANARY.encode() not in record.data
     assert CANARY.encode() not in to_kafka_binary(record).value
     assert CANARY not in json.dumps(to_structured(record)["data"])
