@@ -18,12 +18,14 @@ names up to ``limit`` of them, the answer ``limit`` of all). So that a part is n
 record, it is answered only to the process that asked for it: the request carries a one-time
 nonce (``PART_MARK``) and the asker's address (``ASKER``), which must be a process of the
 group, and the receiver asks that process, at the address the assignment gives, whether it is
-waiting for that nonce (``CONFIRMATION_PATH``; ``confirm`` consumes it) before answering, else
-403 ``PART_NOT_ASKED``, refused on the record as the views' other refusals (``PartNotAsked``:
-the verified caller, the view, no case; their subject and agency logged). A caller sending the
-marks gains nothing: no nonce it sends is awaited, so it gets no part, and a part request is
-answered here, never forwarded again. A confirmation that cannot be had (the asker out of reach
-or silent) is 503 ``OWNER_UNAVAILABLE``: the asker's view fails, no caller is suspected.
+waiting for that nonce (``CONFIRMATION_PATH``; ``confirm`` answers it once, ``nonces``) before
+answering, else 403 ``PART_NOT_ASKED``, refused on the record as the views' other refusals
+(``PartNotAsked``: the verified caller, the view, no case; their subject and agency logged). A
+caller sending the marks gains nothing: no nonce it sends is awaited, so it gets no part, and a
+part request is answered here, never forwarded again. A confirmation that cannot be had (the
+asker out of reach or silent), or of a nonce whose view the asker has given up (another part
+failed: ``Confirmation.GIVEN_UP``, 410), is 503 ``OWNER_UNAVAILABLE``: the asker's view fails,
+no caller is suspected.
 
 Two processes gathering from each other wait on each other: a part request holds a connection
 of the asker until its receiver has confirmed it with the asker. Each kind of request has its
@@ -32,15 +34,15 @@ requests or forwarded per-worker views (sharing Faust's 100, ~100 views gathered
 of two processes starved every confirmation: every view 503, and each part refused as unasked).
 A process gathers at most ``GATHERS_AT_ONCE`` views at once, one part connection to each other
 process each: a part request never waits for a connection; a view over it waits its turn, up
-to ``TURN_SECONDS``, else 503 ``SERVER_BUSY`` with ``Retry-After``. Answering a part or a
-confirmation takes no turn: a process answers the others whatever it gathers itself.
+to ``TURN_SECONDS``, else 503 ``SERVER_BUSY`` with ``Retry-After``, as when the nonces it
+keeps are at their limit (``NONCES_KEPT``: views given up by the hundred a second). Answering a
+part or a confirmation takes no turn: a process answers the others whatever it gathers itself.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar, cast
@@ -49,6 +51,7 @@ from pydantic import ValidationError
 from yarl import URL
 
 from services.caseload.access import Refused
+from services.caseload.nonces import NONCES_KEPT, Confirmation, PartNonces
 from services.caseload.parts import Part
 from services.caseload.processor import HELD_CASES, CaseloadApp
 from services.caseload.routing import (
@@ -65,9 +68,10 @@ PART_MARK = "X-Caseload-Part"
 ASKER = "X-Caseload-Asker"
 """On a part request: the asker's address (its canonical URL, as the assignment names it)."""
 CONFIRMATION_PATH = "/caseload-parts/"
-"""Where a process tells whether it waits for the nonce of ``PART_MARK`` (200, else 404)."""
+"""Where a process tells whether it waits for the nonce of ``PART_MARK`` (``Confirmation``)."""
 PART_SECONDS = 20.0
-"""A part: read from tables in memory, after one confirmation (``CONFIRMATION_SECONDS``)."""
+"""A part: read from tables in memory, after one confirmation (``CONFIRMATION_SECONDS``); a
+nonce given up is kept as long (``PartNonces``)."""
 CONFIRMATION_SECONDS = 10.0
 GATHERS_AT_ONCE = 64
 """All-worker views this process gathers at once, and the part connections it holds to each
@@ -90,8 +94,7 @@ class Gathering:
 
     def __init__(self, app: CaseloadApp) -> None:
         self.app = app
-        self._awaited: set[str] = set()
-        """Nonces of the parts this process is asking for now."""
+        self._nonces = PartNonces(given_up_seconds=PART_SECONDS)
         self._turns = asyncio.Semaphore(GATHERS_AT_ONCE)
 
     @property
@@ -118,10 +121,15 @@ class Gathering:
             return []
         view = request.rel_url.with_query({**request.query, **pinned})
         headers = forwarded_headers(request.headers)
-        nonces = {at: secrets.token_urlsafe(32) for at in others}
         asker = str(self.app.conf.canonical_url)
         async with self._turn():  # no part request waits for a connection (GATHERS_AT_ONCE)
-            self._awaited.update(nonces.values())
+            issued = self._nonces.issue(len(others))
+            if issued is None:
+                raise _busy(
+                    f"this process keeps its limit of {NONCES_KEPT} part nonces, of views"
+                    " gathered or given up lately"
+                )
+            nonces = dict(zip(others, issued, strict=True))
             try:
                 async with asyncio.TaskGroup() as group:
                     asked = [
@@ -132,8 +140,8 @@ class Gathering:
                     ]
             except ExceptionGroup:  # each logged where it failed; the others were cancelled
                 raise owner_unavailable() from None
-            finally:
-                self._awaited.difference_update(nonces.values())
+            finally:  # a part still being confirmed is told its view was given up
+                self._nonces.give_up(issued)
         return [task.result() for task in asked]
 
     @asynccontextmanager
@@ -144,7 +152,9 @@ class Gathering:
             async with asyncio.timeout(TURN_SECONDS):
                 await self._turns.acquire()
         except TimeoutError:
-            raise _busy() from None
+            raise _busy(
+                f"this process is gathering its limit of {GATHERS_AT_ONCE} all-worker views at once"
+            ) from None
         try:
             yield
         finally:
@@ -174,7 +184,8 @@ class Gathering:
     async def require_asked(self, headers: Mapping[str, str]) -> None:
         """``PartNotAsked`` unless the group's process the part request names asked for it:
         that process, at its address in the assignment, waits for the request's nonce
-        (``CONFIRMATION_PATH``); ``Refused`` 503 ``OWNER_UNAVAILABLE`` when it cannot tell."""
+        (``CONFIRMATION_PATH``); ``Refused`` 503 ``OWNER_UNAVAILABLE`` when it cannot tell, or
+        has given the view up."""
         nonce, asker = headers.get(PART_MARK, ""), headers.get(ASKER, "")
         router = self._router
         members = [
@@ -191,20 +202,21 @@ class Gathering:
             seconds=CONFIRMATION_SECONDS,
             client=router.pool(CONFIRMATIONS_POOL, CONFIRMATION_CONNECTIONS),
         )
-        if confirmed.status == 404:
+        if confirmed.status == Confirmation.NOT_ASKED:
             raise PartNotAsked()
-        if confirmed.status != 200:  # no yes or no from the asker
+        if confirmed.status == Confirmation.GIVEN_UP:  # another part failed: nobody forged it
+            log.info("caseload: a process of the group gave up a view before its part came")
+            raise owner_unavailable()
+        if confirmed.status != Confirmation.ASKED:  # no yes or no from the asker
             log.warning(
                 "caseload: a process of the group answered a confirmation %d", confirmed.status
             )
             raise owner_unavailable()
 
-    def confirm(self, nonce: str) -> bool:
-        """Whether this process waits for the part of ``nonce``; once only."""
-        if nonce not in self._awaited:
-            return False
-        self._awaited.discard(nonce)
-        return True
+    def confirm(self, nonce: str) -> Confirmation:
+        """Whether this process waits for the part of ``nonce``, or gave its view up; once
+        only."""
+        return self._nonces.confirm(nonce)
 
 
 class PartNotAsked(Refused):
@@ -220,11 +232,10 @@ class PartNotAsked(Refused):
         )
 
 
-def _busy() -> Refused:
+def _busy(why: str) -> Refused:
     return Refused(
         503,
-        f"this process is gathering its limit of {GATHERS_AT_ONCE} all-worker views at once:"
-        f" ask again in {RETRY_AFTER_SECONDS} s",
+        f"{why}: ask again in {RETRY_AFTER_SECONDS} s",
         "SERVER_BUSY",
         retry_after_seconds=RETRY_AFTER_SECONDS,
     )

@@ -13,7 +13,8 @@
                                         the start and from the start of each rebalance
                                         (readiness: no view answers from half a table)
 ``GET /caseload-parts/``                whether this process asked for the part of an
-                                        all-worker view another process was asked for
+                                        all-worker view another process was asked for: 200,
+                                        410 if it gave that view up, else 404
                                         (``gathering``; names nothing)
 ======================================  ====================================================
 
@@ -67,6 +68,7 @@ from services.caseload import queries
 from services.caseload.access import Caller, CaseloadGate, Refused
 from services.caseload.domain import OverdueFollowUp
 from services.caseload.gathering import CONFIRMATION_PATH, PART_MARK, Gathering, PartNotAsked
+from services.caseload.nonces import Confirmation
 from services.caseload.parts import (
     CaseloadsPart,
     OverduePart,
@@ -242,8 +244,9 @@ def add_views(app: CaseloadApp) -> None:
 
     async def confirmation(view: Any, request: Any) -> Any:
         # Asked by another process of the group (``gathering``): a yes or no, naming nothing.
-        asked = gathering.confirm(request.headers.get(PART_MARK, ""))
-        return view.json({"asked": asked}, status=200 if asked else 404, headers=ANSWER_HEADERS)
+        answer = gathering.confirm(request.headers.get(PART_MARK, ""))
+        body = {"asked": answer is Confirmation.ASKED}
+        return view.json(body, status=int(answer), headers=ANSWER_HEADERS)
 
     caseloads = gathered(
         CaseloadsPart, audit_pb2.CASELOAD_VIEW_CASELOADS, caseloads_here, all_caseloads

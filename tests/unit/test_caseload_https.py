@@ -943,3 +943,83 @@ async def test_views_over_the_gathers_at_once_wait_their_turn_else_are_refused_b
     assert _has_answer_headers(busy.headers)
     assert [answer.status for answer in answered] == [200, 200], answered
     assert len(parts) == 2  # the busy view asked for none
+
+
+async def test_a_part_still_confirming_when_its_view_is_given_up_is_no_forgery(
+    tmp_path: Path,
+    issuer: TestIssuer,
+    certificates: Certificates,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """In a group of three, a process not ready answers its part 503 at once: the asker gave
+    the view up and forgot its nonces while another process was still confirming its part,
+    which then heard "not asked" and refused it PART_NOT_ASKED, on audit's record with the
+    token of the auditor whose view it was (review r2a). The asker keeps a given-up nonce and
+    answers its confirmation 410 once: that part is 503, nothing recorded; the nonce sent
+    again is a forgery."""
+    from services.caseload.gathering import ASKER, CONFIRMATION_PATH, PART_MARK
+
+    asked, owner = _gathering_group(tmp_path, issuer, certificates)
+    third = _serving_worker(tmp_path, "third", _https_env(tmp_path, issuer, certificates))
+    third.app.readiness.rebalance_started()  # not ready: answers its part 503 at once
+    every = list(range(asked.app.settings.partitions))
+    assigned((asked.app, [0]), (owner.app, every[1:-1]), (third.app, every[-1:]))
+    view_answered = asyncio.Event()
+    confirmations: list[tuple[str, int]] = []
+    ask = owner.app.router.ask
+
+    async def confirming_late(
+        process: URL, view: URL, headers: Mapping[str, str], **options: Any
+    ) -> Any:
+        if view.path == CONFIRMATION_PATH:
+            await view_answered.wait()  # the way back to the asker is slower than the third
+            reply = await ask(process, view, headers, **options)
+            confirmations.append((headers[PART_MARK], reply.status))
+            return reply
+        return await ask(process, view, headers, **options)
+
+    owner.app.router.ask = confirming_late
+    ca = tmp_path / "ca.crt"
+    token = {"Authorization": f"Bearer {issuer.mint('james.liu', 'auditor')}"}
+    async with _serving(asked, owner, third):
+        status, body = await _https_get(asked.port, "/caseload/", ca, token)
+        view_answered.set()
+
+        async def confirmed() -> bool | None:
+            return bool(confirmations) or None
+
+        await eventually(confirmed, "the owner confirming its part with the asker")
+        [(nonce, answered)] = confirmations
+        marks = {PART_MARK: nonce, ASKER: str(asked.app.conf.canonical_url)}
+        replayed = await _https_get(owner.port, "/caseload/", ca, {**token, **marks})
+    assert (status, body["reason"]) == (503, "OWNER_UNAVAILABLE"), body
+    assert answered == 410
+    assert owner.refused == ["PART_NOT_ASKED"]  # the replay only
+    assert (replayed[0], replayed[1]["reason"]) == (403, "PART_NOT_ASKED"), replayed
+    assert asked.recorded == owner.recorded == []
+    assert asked.refused == []
+    refusals = [r for r in caplog.records if "PART_NOT_ASKED" in r.getMessage()]
+    assert len(refusals) == 1  # the replay's
+
+
+async def test_a_view_is_refused_busy_while_the_nonces_kept_are_at_their_limit(
+    tmp_path: Path,
+    issuer: TestIssuer,
+    certificates: Certificates,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The nonces of views given up are kept a while (a part may still be confirming): their
+    number is bounded, and a view that would keep more is 503 SERVER_BUSY with Retry-After,
+    no part asked."""
+    from services.caseload import nonces
+
+    monkeypatch.setattr(nonces, "NONCES_KEPT", 0)
+    asked, owner = _gathering_group(tmp_path, issuer, certificates)
+    token = issuer.mint("james.liu", "auditor")
+    signed = _get("/caseload/", "Host: localhost", f"Authorization: Bearer {token}")
+    async with _serving(asked, owner):
+        busy = await _sent_as_is(asked.port, signed, tmp_path / "ca.crt")
+    assert busy.status == 503, busy
+    assert json.loads(busy.body)["reason"] == "SERVER_BUSY"
+    assert busy.headers["Retry-After"] == "1"
+    assert asked.recorded == owner.recorded == []
