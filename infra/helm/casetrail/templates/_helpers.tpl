@@ -14,11 +14,13 @@
 
 {{/*
 The name of a KafkaNodePool of the release's Kafka (`.pool`: nodes, brokers or controllers):
-<release, cut to 9>-<hash of the release name, 6>-<n, b or c>, 18 characters at most. A pool is
-a namespaced object, so its name is unique in the namespace: the release's name makes it so
-(the hash, when two releases' names share their first characters). Strimzi names a pool's pods
-<kafka>-<pool>-<node id> and puts that name in their hostname and labels, 63 characters at
-most: a Kafka name of 40 (casetrail.kafkaCluster) leaves 18 beside a node id of 3 digits.
+<release, cut to 5>-<hash of the release name, 10>-<n, b or c>, 18 characters at most. A pool
+is a namespaced object, so its name is unique in the namespace: the release's name makes it so
+(the hash, 40 bits, when two releases' names share their first characters; 24 bits were found
+shared by two such names with a few thousand tries, and templates/validate.yaml refuses another
+release's pool whatever the odds). Strimzi names a pool's pods <kafka>-<pool>-<node id> and puts
+that name in their hostname and labels, 63 characters at most: a Kafka name of 40
+(casetrail.kafkaCluster) leaves 18 beside a node id of 3 digits.
 A renamed pool is a deleted one, whose pods go with it (README, "Upgrading the chart"), so a
 release installed under older names keeps them: kafka.cluster.legacyPoolNames,
 <kafka>-<pool> (templates/validate.yaml refuses a release name too long for them), and
@@ -33,7 +35,7 @@ not take too.
 {{- else if $cluster.barePoolNames -}}
 {{- .pool -}}
 {{- else -}}
-{{- printf "%s-%s-%s" ($release | trunc 9 | trimAll "-") (sha256sum $release | trunc 6) (.pool | trunc 1) -}}
+{{- printf "%s-%s-%s" ($release | trunc 5 | trimAll "-") (sha256sum $release | trunc 10) (.pool | trunc 1) -}}
 {{- end -}}
 {{- end -}}
 
