@@ -686,11 +686,12 @@ def test_a_release_name_leaving_a_subscriber_user_no_room_is_refused(
 ) -> None:
     """From a 51-character release, <release>-subscriber- fills the 63 characters of a
     KafkaUser: every subscriber's was one user, and the clash message asked for a name that
-    "differs within the first -1 characters". Refused with any subscriber, giving the longest
-    release name that leaves room."""
+    "differs within the first -1 characters". Refused with two subscribers or more, giving
+    the longest release name that leaves room; one subscriber alone keeps its user (named
+    <release>-subscriber), as installs made before have it."""
     longest = _longest_release_with_subscribers()
     release = "r" * (longest + extra)
-    message = refused(helm, tmp_path, _subscribers("reporting"), release=release)
+    message = refused(helm, tmp_path, _subscribers("reporting", "billing"), release=release)
     assert (
         f"release name {release} ({len(release)} characters) is too long for kafka.subscribers"
     ) in message
@@ -706,6 +707,12 @@ def test_the_longest_release_name_given_keeps_its_subscribers(helm: Tools, tmp_p
     assert f"name: {release}-subscriber-a\n" in result.stdout
     without = helm_template(helm, ("values-small.yaml",), release=f"{release}rrr")
     assert without.returncode == 0, without.stderr
+    alone = tmp_path / "alone.yaml"
+    alone.write_text(_subscribers("reporting"))
+    one = helm_template(helm, ("values-small.yaml", alone), release=f"{release}rrr")
+    assert one.returncode == 0, one.stderr
+    user = f"{release}rrr-subscriber-reporting"[:63].rstrip("-")
+    assert f"name: {user}\n" in one.stdout
 
 
 def test_the_case_events_are_no_topic_of_the_caseload_processors(
