@@ -17,7 +17,7 @@ from cli.rpc import Person, command, eventually, query, refusal_of, timestamp
 from cli.walk.story import AUDITOR, COORDINATOR, HOME_CARE_PROGRAM, RECEPTIONIST, SOCIAL_WORKER
 from tests.e2e.conftest import Casetrail
 from tests.e2e.support import casetrail_cli, new_case
-from tests.support.cases import key, registration
+from tests.support.cases import key
 
 pytestmark = pytest.mark.asyncio(loop_scope="package")
 
@@ -219,37 +219,6 @@ async def test_the_clients_own_commands_are_not_dated_before_what_they_follow(
     as_it_happened = await client_on(audit_pb2.TIME_BASIS_OCCURRED)
     assert as_it_happened.client_date_of_birth == RIGHT
     assert list(as_it_happened.client_retention_hold_ids) == []
-
-
-async def test_a_case_is_not_opened_before_its_client_was_registered(
-    casetrail: Casetrail,
-) -> None:
-    """An opening dated before the client's registration is refused naming
-    ``context.occurred_at``, nothing written: accepted, audit's case as it happened showed it,
-    for a while, about a client nobody had registered."""
-    intake = casetrail.stubs.as_(RECEPTIONIST).intake
-    client = await intake.RegisterClient(registration())
-    before = datetime.now(UTC) - timedelta(days=30)
-
-    def opening(at: datetime | None, case_key: str) -> intake_pb2.OpenCaseRequest:
-        return intake_pb2.OpenCaseRequest(
-            context=command(case_key, at=at),
-            client_id=client.client_id,
-            referral_source=intake_pb2.ReferralSource(kind="self"),
-            presenting_needs=[intake_pb2.PresentingNeed(category="home_care")],
-        )
-
-    backdated = key()
-    with pytest.raises(grpc.aio.AioRpcError) as refused:
-        await intake.OpenCase(opening(before, backdated))
-    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    [(field, problem)] = refusal_of(refused.value).field_violations.items()
-    assert field == "context.occurred_at"
-    assert f"must not be before client {client.client_id} was registered" in problem
-    # Nothing was written: the same command stated at a moment after the registration opens
-    # the case, as a new one.
-    opened = await intake.OpenCase(opening(None, backdated))
-    assert opened.result.case_id
 
 
 async def test_a_worker_with_no_part_in_the_client_may_not_correct(casetrail: Casetrail) -> None:

@@ -218,12 +218,8 @@ async def open_case(
     require_role(context.actor.role, Action.OPEN_CASE)
     opened = checked or opening_of(context, command)
     client_history = await store.read_stream(client_stream(opened.client_id))
-    client = client_from(client_history)
-    if client is None:
+    if client_from(client_history) is None:
         raise NotFound("client", opened.client_id)
-    # A case opened before its client was registered: audit's case as it happened (folded by
-    # the moments stated) would show it, for a while, about nobody.
-    client.require_registered_by(context.moment())
     # The append holds the client's lock shared: an erasure deciding meanwhile makes it read
     # again until the erasure has committed, then refuse; one already past its append waits.
     erasure = ClientErasure(store, opened.client_id, lock=client_cases_lock(opened.client_id))

@@ -42,25 +42,19 @@ class ClientRecord:
             self.position,
         )
 
-    def require_registered_by(self, occurred_at: datetime | None) -> None:
-        """What happens to the client (a case opened, a correction) happens at or after their
-        registration (``occurred_at``: its moment, ``CommandContext.moment``)."""
-        require_not_before(
-            occurred_at,
-            f"client {self.registration.client_id} was registered",
-            self.registered.occurred_at,
-        )
-
     def require_in_order(self, occurred_at: datetime | None) -> None:
         """A correction of the record happens after the registration and the latest correction.
         Stated as happening before, it would put the client's history out of order for good:
         audit's client record as it happened (``basis`` occurred) would fold the date it
         corrects after it, and show that one. ``occurred_at``: the command's moment
         (``CommandContext.moment``); ``None``: not known, not checked."""
-        self.require_registered_by(occurred_at)
+        client_id = self.registration.client_id
+        require_not_before(
+            occurred_at, f"client {client_id} was registered", self.registered.occurred_at
+        )
         require_not_before(
             occurred_at,
-            f"the date of birth of client {self.registration.client_id} was last corrected",
+            f"the date of birth of client {client_id} was last corrected",
             self.corrected_at,
         )
 

@@ -391,9 +391,7 @@ async def test_a_consent_on_a_reopened_case_dated_before_its_closure_is_invalid_
     """As planning refuses a command on a reopened case dated before its last closure: audit's
     state as it happened would show the consent given on the closed case."""
     now = datetime.now(UTC)
-    registering = marco()
-    registering.context.occurred_at.FromDatetime(now - timedelta(hours=4))
-    client = await intake.stub.RegisterClient(registering)
+    client = await intake.stub.RegisterClient(marco())
     opened = opening(client.client_id)
     opened.context.occurred_at.FromDatetime(now - timedelta(hours=3))
     case_id = (await intake.stub.OpenCase(opened)).result.case_id
