@@ -73,8 +73,11 @@ class EventRegistry:
     def published_erased(self, upcast: CaseEvent, published: CaseEvent) -> bool:
         """Whether ``published`` is ``upcast`` (decoded from an event's stored form) as it is
         published once its client's key is destroyed: the erasure marker at every leaf the
-        model seals, the rest alike (``FieldProtection.erased``)."""
-        return self._protection().erased(upcast) == published
+        model seals, the rest alike (``FieldProtection.erased``), and the key destroyed as far
+        as this reader can tell (``FieldProtection.client_erased``: a reader holding the
+        client's live key refuses markers in place of the values it reads)."""
+        protection = self._protection()
+        return protection.erased(upcast) == published and protection.client_erased(published)
 
     def holds_in_clear(
         self, event_type: str, stored_version: int, stored: bytes, event_id: str | UUID

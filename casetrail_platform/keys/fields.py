@@ -137,9 +137,26 @@ class FieldProtection:
             if case is not None:
                 self.keyring.bind_case(case, client, cached_only=cached_only)
             return client
+        return self._owner_of_subject(event, cached_only=cached_only)
+
+    def _owner_of_subject(self, event: CaseEvent, *, cached_only: bool) -> str:
+        """Whose key seals ``event``, an event naming no client: its case's, or its subject's."""
         if event.subject_field == "case_id":
             return self.keyring.owner_of_case(event.subject, cached_only=cached_only)
         return event.subject
+
+    def client_erased(self, event: CaseEvent) -> bool:
+        """Whether this reader takes the key that seals ``event`` (``owner_of``, nothing
+        bound) as destroyed: the key table says so (``ClientKeyring.is_erased``), so a reader
+        holding the live key is never told markers in place of values it can read. A reader
+        holding no keys cannot tell and takes it so: it reads every sealed value as erased."""
+        if self._keyring is None:
+            return True
+        cached_only = _FROM_CACHE.get()
+        owner, _ = _named_owner(event)  # the client it names, if any
+        if owner is None:
+            owner = self._owner_of_subject(event, cached_only=cached_only)
+        return self._keyring.is_erased(owner, cached_only=cached_only)
 
     def keys_to_fetch(self, stored: Iterable[bytes | None]) -> set[tuple[str, int]]:
         """The keys (owner, version) that opening the sealed values of ``stored`` (event data
@@ -223,7 +240,8 @@ class FieldProtection:
         """``seal`` for an event opened from data of an older schema version and upcast (to be
         published at the current one). Once the key that sealed it is destroyed it cannot be
         sealed again: then ``erased(event)`` goes out instead, as every reader reads the
-        sealed data it was published with before."""
+        sealed data it was published with before (a decoder holding keys accepts it only
+        while ``client_erased``)."""
         if sensitive_plan(type(event)) is None:
             return data  # nothing to seal: no key (nor the case's owner) is looked up
         try:

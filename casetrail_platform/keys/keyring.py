@@ -105,6 +105,8 @@ class ClientKeyring:
         self._forgets: dict[str, int] = {}
         """How many times each owner was forgotten: a key read from the table before a
         ``forget`` (an erasure's) is not cached after it (``_remember``)."""
+        self._erased: set[str] = set()
+        """Owners the key table said were erased: destroyed is for good, never asked again."""
 
     def encryption_key(self, owner: str, *, cached_only: bool = False) -> tuple[int, AESGCM]:
         """The version and key new data of ``owner`` is sealed with (created when missing).
@@ -164,6 +166,23 @@ class ClientKeyring:
         # What was opened with the keys goes with them, not only the keys.
         for watcher in watchers:
             watcher.forget_owner(owner)
+
+    def is_erased(self, owner: str, *, cached_only: bool = False) -> bool:
+        """Whether ``owner``'s key was destroyed (the client erased), as the key table says:
+        a key cached here as live may have been destroyed by another process since (until its
+        ``casetrail.client.erased`` arrives), so only an erasure is remembered (one met
+        opening a value sealed with a destroyed key too). An owner with no key yet is not
+        erased. ``cached_only``: raise ``KeysNotCachedError`` rather than ask the table."""
+        if owner in self._erased:
+            return True
+        if cached_only:
+            raise KeysNotCachedError(owner)
+        stored = self.table.current(owner)
+        if stored is None or stored.wrapped is not None:
+            return False
+        with self._lock:
+            self._erased.add(owner)
+        return True
 
     def watch_forgets(self, watcher: ForgetWatcher) -> None:
         """Have ``forget`` tell ``watcher`` (held weakly) each owner it forgets."""
@@ -240,7 +259,8 @@ class ClientKeyring:
         key: AESGCM | None = None
         earlier = self._keys.get((stored.owner, stored.version))
         if stored.wrapped is None:
-            pass  # destroyed: erased
+            with self._lock:
+                self._erased.add(stored.owner)  # destroyed: erased, for good
         elif earlier is not None and earlier.key is not None and earlier.wrapped == stored.wrapped:
             key = earlier.key  # checked again, unchanged: the KEK need not unwrap it again
         else:

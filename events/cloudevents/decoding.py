@@ -210,7 +210,8 @@ def _decode(
             stored_event.model_dump(mode="json"), event.model_dump(mode="json"), received, "data"
         )
         # Published once its client's key was destroyed, ``data`` holds the erasure marker at
-        # every sealed leaf, whatever the stored form holds there (a default, a clear value).
+        # every sealed leaf, whatever the stored form holds there (a default, a clear value):
+        # taken only when this reader's keys say the client is erased, or it holds none.
         if difference is not None and not registry.published_erased(stored_event, event):
             problem = f"does not upcast to the event's data (first difference at {difference})"
             raise UndecodableMessageError([FieldProblem(label, problem)], event_type)

@@ -17,7 +17,7 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from casetrail_platform.bus.inprocess import InProcessBus
-from casetrail_platform.keys.fields import sensitive_plan, sensitive_values
+from casetrail_platform.keys.fields import FieldProtection, sensitive_plan, sensitive_values
 from casetrail_platform.ledger.canonical import canonical_row, parse_canonical
 from casetrail_platform.ledger.export import canonical_of_record
 from events.catalog.base import CaseEvent, Role
@@ -26,11 +26,14 @@ from events.catalog.examples import example_events, legacy_example_events
 from events.catalog.legacy import CaseOpenedV1
 from events.catalog_registry import build_registry
 from events.cloudevents import (
+    KAFKA_CONTENT_TYPE_HEADER,
     KAFKA_HEADER_PREFIX,
+    STRUCTURED_CONTENT_TYPE,
     KafkaRecord,
     UndecodableMessageError,
     context_attributes,
     envelope_json_schema,
+    from_json_lines,
     from_kafka_binary,
     from_structured,
     to_kafka_binary,
@@ -297,6 +300,67 @@ def _read_again(
         registry=registry,
         envelope=_envelope(record.event_id),
     )
+
+
+def _received_erased(record: RecordedEvent, reader: EventRegistry, path: str) -> RecordedEvent:
+    """``record`` decoded by ``reader`` as it came on ``path`` with the data an erasure
+    publishes (``FieldProtection.erased``: the marker at every sealed leaf), whether or not
+    its client was erased; its stored form, which the ledger's proof hashes, as it is."""
+    erased = json.loads(encode(FieldProtection.erased(record.event)))
+    if path == "json-lines":
+        [decoded] = from_json_lines(json.dumps(to_structured(record) | {"data": erased}), reader)
+        return decoded
+    kafka = to_kafka_binary(record)
+    value = erased
+    if _header(kafka, KAFKA_CONTENT_TYPE_HEADER) == STRUCTURED_CONTENT_TYPE.encode():
+        value = json.loads(kafka.value) | {"data": erased}  # a stored form holding clear values
+    return _decode(KafkaRecord(kafka.key, kafka.headers, json.dumps(value).encode()), reader)
+
+
+@pytest.mark.parametrize("path", ["kafka", "json-lines"])
+@pytest.mark.parametrize("in_clear", [False, True], ids=["stored-sealed", "stored-in-clear"])
+@pytest.mark.parametrize(
+    "event",
+    [event for event in legacy_example_events() if _sealed_current(event)],
+    ids=lambda e: f"{e.event_type}-v1",
+)
+def test_markers_in_place_of_values_a_reader_holding_the_live_key_reads_are_refused(
+    event: CaseEvent, in_clear: bool, path: str
+) -> None:
+    """Data holding the erasure markers against a stored form that upcasts to other values is
+    what an erasure publishes only when the key is destroyed: a reader holding the client's
+    live key refuses it as any data its stored form does not upcast to (on Kafka, a dead
+    letter). It was taken as published erased: a record altered on the way was delivered, or
+    a JSON-lines export verified, as if the client were erased, the proof (which hashes the
+    stored form) still passing. A reader holding no keys cannot tell, and reads the markers:
+    it reads every sealed value as one, and the stored form still holds what was stored."""
+    writer = protected()
+    event_id = uuid4()
+    if in_clear:  # stored before sealing existed, read by a release holding the key
+        record, leaf = _stored(event, build_registry(), event_id)
+        record = _read_again(record, record.stored_form, writer)
+    else:
+        record, leaf = _stored(event, writer, event_id)
+
+    with pytest.raises(UndecodableMessageError) as refused:
+        _received_erased(record, writer, path)
+    [problem] = refused.value.problems
+    assert problem.field.endswith(STORED.removeprefix(KAFKA_HEADER_PREFIX))
+    assert problem.problem.startswith(
+        "does not upcast to the event's data (first difference at data."
+    )
+
+    withheld = _received_erased(record, build_registry(), path)
+    assert all(v in ERASED_FORMS for v in sensitive_values(withheld.event).values())
+    assert canonical_of_record(withheld) == leaf
+
+    # Destroyed by another process: the key table is asked, not this keyring's cache, which
+    # still holds the key live until the erasure's event arrives.
+    assert writer.protection is not None
+    keyring_of(writer).table.destroy(writer.protection.owner_of(event))
+    erased = _received_erased(record, writer, path)
+    assert all(v in ERASED_FORMS for v in sensitive_values(erased.event).values())
+    assert canonical_of_record(erased) == leaf
 
 
 @pytest.mark.parametrize("event", legacy_example_events(), ids=lambda e: f"{e.event_type}-v1")

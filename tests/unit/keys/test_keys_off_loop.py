@@ -63,6 +63,20 @@ def test_an_expired_entry_is_checked_with_the_table_without_unwrapping_again() -
     assert keyring.decryption_key("client-1", version) is None
 
 
+def test_an_erasure_is_asked_of_the_table_and_remembered_a_live_key_never() -> None:
+    """What a decoder asks before taking data published erased (``FieldProtection.
+    client_erased``): a key this keyring caches live may have been destroyed elsewhere."""
+    keyring = _keyring(table := MemoryDataKeyTable(), FakeKms())
+    assert not keyring.is_erased("client-1")
+    assert table.current("client-1") is None  # asking creates no key
+    keyring.encryption_key("client-1")
+    with pytest.raises(KeysNotCachedError):
+        keyring.is_erased("client-1", cached_only=True)
+    table.destroy("client-1")  # by another process: this cache still holds the key live
+    assert keyring.is_erased("client-1")
+    assert keyring.is_erased("client-1", cached_only=True)  # destroyed is for good
+
+
 def test_sealing_from_the_cache_alone_refuses_until_key_and_binding_are_cached() -> None:
     table = MemoryDataKeyTable()
     registry = protected(FakeKms(), table)
