@@ -184,9 +184,10 @@ async def lookalikes(
     (``ClientRegistered.confirmed_not_duplicate_of``), each decided as intake decides a
     possible duplicate it shows: ``READ_CLIENT`` on each of their cases (on the client alone,
     ``no_case_of``, when audit's client index knows none), shown when one allows, that
-    disclosure recorded under each with the view's; refused, the refusal recorded under the
-    first. One is withheld otherwise (``LOOKALIKES_PATH``), undecided when its cases are known
-    but audit holds no event of them yet, or this server keeps no client index."""
+    disclosure recorded with the view's under each case allowing it, with its own decision (a
+    case refusing is not recorded as read); refused, the refusal recorded under the first.
+    One is withheld otherwise (``LOOKALIKES_PATH``), undecided when its cases are known but
+    audit holds no event of them yet, or this server keeps no client index."""
     named_clients = named(entries, LOOKALIKES_PATH)
     if not named_clients:
         return NamedOthers()
@@ -194,11 +195,11 @@ async def lookalikes(
     withheld: set[str] = set()
     for client_id in named_clients:
         decided = await _client_decisions(deps, viewer, who, client_id, client_cases, case_id)
-        allowing = next((decision for _, decision in decided if decision.allowed), None)
-        if allowing is not None:
+        allowing = [(subject, decision) for subject, decision in decided if decision.allowed]
+        if allowing:
             shown.extend(
-                Disclosure(subject, allowing, None, (), (RecordSection.IDENTITY,), LOOKALIKE_FIELDS)
-                for subject, _ in decided
+                Disclosure(subject, decision, None, (), (RecordSection.IDENTITY,), LOOKALIKE_FIELDS)
+                for subject, decision in allowing
             )
             continue
         withheld.add(client_id)

@@ -63,7 +63,7 @@ class _ProbeInput(CatalogValue):
 
 
 async def get_client(store: EventStore, client_id: str) -> ClientRecord:
-    """The client's record; who may see it is decided first by ``client_decision``."""
+    """The client's record; who may see it is decided first by ``client_decisions``."""
     required_id("client_id", client_id)
     client = client_from(await store.read_stream(client_stream(client_id)))
     if client is None:
@@ -126,7 +126,8 @@ async def disclosed_candidates(
     shown_fields: Sequence[str] = (),
 ) -> tuple[list[DuplicateCandidate], list[Disclosure]]:
     """Of ``candidates``, those the policy lets ``principal`` see (each decided like
-    ``GetClient``), with their disclosures; a refused one's refusal is recorded.
+    ``GetClient``), with their disclosures (one per case allowing it, as ``client_decisions``);
+    a refused one's refusal is recorded.
     ``shown_fields``: what of each is shown, when narrower than its identity (a refusal's)."""
     shown: list[DuplicateCandidate] = []
     disclosures: list[Disclosure] = []
@@ -134,8 +135,8 @@ async def disclosed_candidates(
         decided = await _client_decisions(
             store, access, principal, purpose, candidate.client_id, CLIENT_SEARCH
         )
-        allowing = next((d for _, d in decided if d.allowed), None)
-        if allowing is None:
+        allowing = _allowing(decided)
+        if not allowing:
             with contextlib.suppress(AccessDenied):
                 await access.refuse(
                     principal, Action.READ_CLIENT, purpose, decided[0][0], decided[0][1]
@@ -143,8 +144,8 @@ async def disclosed_candidates(
             continue
         shown.append(candidate)
         disclosures.extend(
-            Disclosure(case_id, allowing, None, (), CLIENT_SECTIONS, tuple(shown_fields))
-            for case_id, _ in decided
+            Disclosure(case_id, decision, None, (), CLIENT_SECTIONS, tuple(shown_fields))
+            for case_id, decision in allowing
         )
     return shown, disclosures
 
@@ -195,22 +196,29 @@ def _own_entries(history: Sequence[RecordedEvent]) -> list[Entry]:
     return [entry for entry in map(entry_of, history) if entry is not None]
 
 
-async def client_decision(
+async def client_decisions(
     store: EventStore,
     access: AccessControl,
     principal: Principal,
     purpose: AccessPurpose,
     client_id: str,
-) -> tuple[list[str], Decision]:
-    """Where a read of the client's record is recorded (each of their cases, or the client's
-    id when they have none) and the decision allowing it: the first of their cases' that
-    allows it. Else the refusal is recorded and raised, before the client is looked up, so a
+) -> list[tuple[str, Decision]]:
+    """Where a read of the client's record is recorded, each with the decision it is recorded
+    under: those of their cases (or the client's id when they have none) whose own decision
+    allows it, each with its own rule, consent and emergency access. The record is one, shown
+    under each case that allows it; a case that refuses is no part of that and is not
+    recorded as read (another case's emergency access or consent names nothing of it). None
+    allowing, the refusal is recorded and raised, before the client is looked up, so a
     refused caller gets the same refusal whether or not the client exists."""
     decided = await _client_decisions(store, access, principal, purpose, client_id, client_id)
-    allowing = next((d for _, d in decided if d.allowed), None)
-    if allowing is None:
+    allowing = _allowing(decided)
+    if not allowing:
         await access.refuse(principal, Action.READ_CLIENT, purpose, decided[0][0], decided[0][1])
-    return [case_id for case_id, _ in decided], allowing
+    return allowing
+
+
+def _allowing(decided: Sequence[tuple[str, Decision]]) -> list[tuple[str, Decision]]:
+    return [(case_id, decision) for case_id, decision in decided if decision.allowed]
 
 
 async def _client_decisions(

@@ -438,15 +438,16 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
         # A role that may never read a client learns nothing, not even whether one exists.
         await access.require_role(principal, Action.READ_CLIENT, reader.purpose, client_id)
         # Decided before the client is looked up: an unknown id and a real one refused alike.
-        case_ids, decision = await queries.client_decision(
+        allowing = await queries.client_decisions(
             self._deps.store, access, principal, reader.purpose, client_id
         )
         record = await queries.get_client(self._deps.store, client_id)
         response = intake_pb2.GetClientResponse(client=to_proto.client(record))
-        # Showing who a client is shows part of each of their cases: each records the read.
+        # Showing who a client is shows part of each of their cases: each case allowing it
+        # records the read under its own decision.
         disclosures = [
             Disclosure(case_id, decision, response, (), queries.CLIENT_SECTIONS)
-            for case_id in case_ids
+            for case_id, decision in allowing
         ]
         await access.release(
             context, principal, reader.purpose, disclosures, action=Action.READ_CLIENT

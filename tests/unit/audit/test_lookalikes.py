@@ -64,6 +64,8 @@ from tests.unit.keys.support import protected
 
 SEEN, SEEN_CASE = "client-seen", "case-0101-seen"
 """A client who looked alike, whose case the supervisor's team carries."""
+SEEN_WEST_CASE = "case-0202-seen-west"
+"""The client ``SEEN``'s other case, which another team carries."""
 UNSEEN, UNSEEN_CASE = "client-unseen", "case-0777-west"
 """A client who looked alike, whose case another team carries."""
 LONE = "client-lone"
@@ -132,6 +134,7 @@ async def audit(
             *late_recorded_case(),
             registered,
             *_case_of(SEEN, SEEN_CASE, TEAM),
+            *_case_of(SEEN, SEEN_WEST_CASE, "team-west"),
             *_case_of(UNSEEN, UNSEEN_CASE, "team-west"),
         ]
         for projection in (TimelineProjection(), ClientTrailProjection(), ClientCasesProjection()):
@@ -208,6 +211,19 @@ async def test_a_supervisor_sees_only_the_look_alike_clients_they_may_see_each_d
     assert result.withheld == 1
 
 
+async def test_a_look_alike_client_is_recorded_under_their_cases_the_caller_may_see_only(
+    audit: Audit,
+) -> None:
+    """The first of the look-alike's cases allowing the caller was recorded under each of
+    their cases: the other team's case showed the supervisor reading who its client is, under
+    a decision its own facts refuse."""
+    entry, _ = await _timeline(audit, supervisor())
+    assert json.loads(entry.cloudevent_json)["data"]["confirmed_not_duplicate_of"] == [SEEN]
+    subjects = {access.subject for access in await audit.accesses()}
+    assert SEEN_CASE in subjects
+    assert SEEN_WEST_CASE not in subjects
+
+
 async def test_an_auditor_sees_every_look_alike_client_recorded_and_the_stored_line(
     audit: Audit,
 ) -> None:
@@ -222,7 +238,7 @@ async def test_an_auditor_sees_every_look_alike_client_recorded_and_the_stored_l
     accesses = await audit.accesses()
     assert not [a for a in accesses if isinstance(a, RecordAccessDenied)]
     told = {a.subject: a for a in accesses if isinstance(a, RecordAccessed)}
-    for subject in (SEEN_CASE, UNSEEN_CASE, LONE):
+    for subject in (SEEN_CASE, SEEN_WEST_CASE, UNSEEN_CASE, LONE):
         assert (told[subject].sections, told[subject].fields) == (
             (RecordSection.IDENTITY,),
             ("client_id",),
