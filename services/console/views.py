@@ -522,10 +522,14 @@ async def disclosures(request: Request) -> Response:
             await console_of(request).client().disclosures(caller(session), client_id, since, until)
         )
     except AuditRefused as refused:
-        # Not the case the page came from: audit knows no case of this client.
+        # Not the case the page came from: audit knows neither a case nor the client.
         found_not = refused.refusal.details(error_details_pb2.ResourceInfo)
         if any(resource.resource_type == "client" for resource in found_not):
-            raise Problem(404, "Client not found", "Audit holds no case of this client.") from None
+            raise Problem(
+                404,
+                "Client not found",
+                "Audit holds neither a case nor the registration of this client.",
+            ) from None
         raise
     return render(
         request,

@@ -14,7 +14,7 @@ from casetrail.coordination.v1 import coordination_pb2 as co
 from casetrail.intake.v1 import intake_pb2
 from casetrail_platform.policy.guard import RULE_KEY
 from cli.rpc import Person, command, eventually, query, refused, timestamp
-from cli.walk.story import AUDITOR, COORDINATOR, HOME_CARE, SOCIAL_WORKER
+from cli.walk.story import AUDITOR, COORDINATOR, HOME_CARE, RECEPTIONIST, SOCIAL_WORKER
 from tests.e2e.conftest import Casetrail
 from tests.e2e.support import (
     ON_CALL,
@@ -28,7 +28,7 @@ from tests.e2e.support import (
     opening,
     referred_and_accepted,
 )
-from tests.support.cases import key
+from tests.support.cases import key, registration
 
 pytestmark = pytest.mark.asyncio(loop_scope="package")
 
@@ -305,3 +305,50 @@ async def test_a_break_the_glass_read_is_accounted_for_and_seen_as_of_its_window
         user_purpose="emergency",
     )
     assert not before.entitlement.allowed
+
+
+async def test_a_legal_obligation_read_of_a_client_with_no_case_is_in_their_accounting(
+    casetrail: Casetrail,
+) -> None:
+    """Intake records a read of a client with no case under the client's id: the accounting
+    looked under their cases' only, so it said NOT_FOUND while they had none, and left the
+    read out once a case was opened."""
+    since = datetime.now(UTC)
+    client = await casetrail.stubs.as_(RECEPTIONIST).intake.RegisterClient(registration())
+    court = casetrail.stubs.as_(AUDITOR)
+    await court.intake.GetClient(
+        intake_pb2.GetClientRequest(context=query("legal_obligation"), client_id=client.client_id)
+    )
+    asked = audit_pb2.ListDisclosuresRequest(
+        context=query(REVIEW), client_id=client.client_id, period_start=timestamp(since)
+    )
+    caseless = await eventually(
+        lambda: court.audit.ListDisclosures(asked),
+        lambda answer: answer.total_disclosures == 1,
+        what="audit to learn of the read of a client with no case",
+        patience=casetrail.patience,
+    )
+    (read,) = caseless.disclosures
+    assert list(caseless.case_ids) == []
+    assert (read.case_id, read.basis, read.disclosed_by.user_id) == (
+        client.client_id,
+        "legal_obligation",
+        AUDITOR.user_id,
+    )
+
+    opened = await casetrail.stubs.as_(RECEPTIONIST).intake.OpenCase(
+        intake_pb2.OpenCaseRequest(
+            context=command(key()),
+            client_id=client.client_id,
+            referral_source=intake_pb2.ReferralSource(kind="self"),
+            presenting_needs=[intake_pb2.PresentingNeed(category="housing")],
+        )
+    )
+    with_case = await eventually(
+        lambda: court.audit.ListDisclosures(asked),
+        lambda answer: opened.result.case_id in answer.case_ids,
+        what="audit to learn of the case",
+        patience=casetrail.patience,
+    )
+    assert with_case.total_disclosures == 1
+    assert [d.event_id for d in with_case.disclosures] == [read.event_id]

@@ -5,7 +5,9 @@ Every read of a case appends a ``record.accessed``, so over the six years an acc
 cover a case gathers many thousands of them, nearly all internal uses. The accounting reads
 only this index: ``audit_disclosures_recorded/<case>|<disclosed-at>|<event id>`` holds, for each
 event that was a disclosure (``domain.disclosures``), the event as a CloudEvents structured
-document. Disclosed-at is the event's recorded-at (``Disclosure.disclosed_at``). The digits
+document. ``<case>`` is the event's subject: a read of a client with no case is recorded, and
+kept, under the client's id, which the accounting reads beside the client's cases.
+Disclosed-at is the event's recorded-at (``Disclosure.disclosed_at``). The digits
 (``timeline.sortable_micros``) make the key order the accounting's order, so a period and a page
 cursor are key bounds, and a page reads ``page_size + 1`` keys per case whatever the length of
 the case's history.

@@ -406,6 +406,13 @@ class ReadModelTimelines:
                 return str(entry["client_id"])
         return None
 
+    async def knows_client(self, client_id: str) -> bool:
+        """Whether audit has received the client's registration (``ClientTrailProjection``)."""
+        prefix = _prefix(client_id, TimeBasis.RECORDED, HISTORY)
+        where = {"type": [ClientRegistered.event_type]}
+        registration = KeyRange(prefix, prefix + KEY_END, where=where, limit=1)
+        return bool(await self._read_models.key_range(CLIENT_INDEX, registration))
+
     async def _sources(self, case_id: str, query: TimelineQuery) -> list[tuple[_Trail, str, str]]:
         """(trail, subject, lane) of each part of the case's view: its lanes, and its client's
         own events beside its history. The sort keys of both are of one clock and never equal

@@ -1,10 +1,16 @@
 """The accounting of disclosures of a client's record (``AuditService.ListDisclosures``).
 
-Who may ask is the access policy's decision, per case of the client (auditors for a
-confidentiality review, the client themself): a role no rule lets ask is refused before
-anything is looked up, a refusal on any case refuses the whole accounting, and every refusal
-is recorded. The accounting shows each case's access log, so one ``record.accessed`` per case
-(section ``access_log``) is recorded, in one append, before the answer.
+It covers the client's cases and the client's own id, under which a read of their record
+made while they had no case is recorded (intake's ``client_decision``): a client audit knows
+(their registration received) is accounted for with or without a case.
+
+Who may ask is the access policy's decision, per case of the client and on the client alone
+for their own id (auditors for a confidentiality review, the client themself): a role no rule
+lets ask is refused before anything is looked up, a refusal on any of them refuses the whole
+accounting, and every refusal is recorded. The accounting shows each case's access log, so one
+``record.accessed`` per case (section ``access_log``) is recorded, in one append, before the
+answer, and one under the client's id when that holds disclosures in the period or the client
+has no case.
 """
 
 from __future__ import annotations
@@ -35,8 +41,9 @@ ACCOUNTING_SUBJECT = "disclosure-accounting"
 
 
 class DisclosureIndex(Protocol):
-    """Each case's disclosures by disclosed-at (``adapters.disclosure_index``); periods are
-    inclusive bounds in microseconds since the Unix epoch."""
+    """The disclosures recorded under each case, or client id, by disclosed-at
+    (``adapters.disclosure_index``); periods are inclusive bounds in microseconds since the
+    Unix epoch."""
 
     async def count(self, case_id: str, start: int, end: int) -> int: ...
 
@@ -48,8 +55,8 @@ class DisclosureIndex(Protocol):
         after: DisclosureKey | None,
         size: int,
     ) -> tuple[list[RecordedEvent], bool]:
-        """Up to ``size`` disclosure events of the cases after ``after``, in the accounting's
-        order, and whether more follow."""
+        """Up to ``size`` disclosure events recorded under ``case_ids`` (a client's id among
+        them) after ``after``, in the accounting's order, and whether more follow."""
         ...
 
 
@@ -118,26 +125,36 @@ async def list_disclosures(
         raise NotFound("disclosure index", "this audit server has none")
     # A case whose events have not reached its timeline yet has nothing to account for yet.
     facts_of = await received_facts(deps, who, ACTION, viewer.purpose, case_ids, subject=client_id)
+    # A read of the client's record while they had no case is recorded under their own id
+    # (intake's ``client_decision``), so the index keeps it there: it is theirs to be told of
+    # before and after a case is opened. Decided as intake decides such a read, on the client
+    # alone.
+    own = access.decide(who, ACTION, viewer.purpose, no_case_of(client_id))
     if not facts_of:
         # Decided before it is said, as every read: a caller refused (another agency's
         # auditor, another client) is refused on record for an id that is no client here as
-        # for one that is.
-        decision = access.decide(who, ACTION, viewer.purpose, no_case_of(client_id))
-        if not decision.allowed:
+        # for one that is; only one allowed is told whether audit knows the client, as
+        # intake's GetClient tells them.
+        if not own.allowed:
             refused_for = case_ids or [ACCOUNTING_SUBJECT]
-            await access.refuse_cases(who, ACTION, viewer.purpose, refused_for, decision)
-        raise ClientNotFound(client_id)
+            await access.refuse_cases(who, ACTION, viewer.purpose, refused_for, own)
+        if not await deps.timelines.knows_client(client_id):
+            raise ClientNotFound(client_id)
     case_ids = list(facts_of)
     decisions: dict[str, Decision] = {}
     for case_id, entries in facts_of.items():
         facts = await access.case_facts(case_id, entries)
         decisions[case_id] = access.decide(who, ACTION, viewer.purpose, facts)
-    refused = [case_id for case_id, decision in decisions.items() if not decision.allowed]
+    decisions[client_id] = own
+    # Recorded where it refuses: the cases, or the client's own reads when every case allows.
+    refused = [case_id for case_id in case_ids if not decisions[case_id].allowed]
+    if not refused and not own.allowed:
+        refused = [client_id]
     if refused:
         await access.refuse_cases(who, ACTION, viewer.purpose, refused, decisions[refused[0]])
     start, end = to_micros(asked.start), to_micros(asked.end)
-    total = sum([await index.count(case_id, start, end) for case_id in case_ids])
-    events, more = await index.page(case_ids, start, end, cursor, page_size)
+    counts = {subject: await index.count(subject, start, end) for subject in decisions}
+    events, more = await index.page(list(decisions), start, end, cursor, page_size)
     purposes = {
         entry["consent_id"]: AccessPurpose(entry["purpose"])
         for entries in facts_of.values()
@@ -149,14 +166,17 @@ async def list_disclosures(
         for recorded in events
         if (disclosure := disclosure_of(recorded, access.home_agency, purposes)) is not None
     ]
+    # Each case's access log is shown; the client's own only where it is all there is, or
+    # holds disclosures in the period.
+    shown = [*case_ids, *([client_id] if counts[client_id] or not case_ids else [])]
     await access.release(
         answer,
         who,
         viewer.purpose,
         [
-            Released(case_id, decisions[case_id], None, (), (RecordSection.ACCESS_LOG,))
-            for case_id in case_ids
+            Released(subject, decisions[subject], None, (), (RecordSection.ACCESS_LOG,))
+            for subject in shown
         ],
     )
     next_cursor = page[-1].key if more and page else None
-    return DisclosurePage(page, next_cursor, total, case_ids)
+    return DisclosurePage(page, next_cursor, sum(counts.values()), case_ids)

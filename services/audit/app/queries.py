@@ -85,6 +85,10 @@ class CaseTimelines(Protocol):
         """Every event audit has received for the case, in no particular order."""
         ...
 
+    async def knows_client(self, client_id: str) -> bool:
+        """Whether audit has received the client's registration."""
+        ...
+
 
 @dataclass(frozen=True)
 class AuditDeps:

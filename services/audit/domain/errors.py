@@ -14,7 +14,7 @@ class CaseNotFound(NotFound):
 
 
 class ClientNotFound(NotFound):
-    """Audit knows no case of this client."""
+    """Audit knows neither a case nor the registration of this client."""
 
     def __init__(self, client_id: str) -> None:
         super().__init__("client", client_id)

@@ -8,6 +8,7 @@ import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -45,7 +46,11 @@ from services.audit.adapters.disclosure_index import (
     DisclosureIndexProjection,
     ReadModelDisclosureIndex,
 )
-from services.audit.adapters.timeline import ReadModelTimelines, TimelineProjection
+from services.audit.adapters.timeline import (
+    ClientTrailProjection,
+    ReadModelTimelines,
+    TimelineProjection,
+)
 from services.audit.app import as_seen
 from services.audit.app.disclosures import period, six_years_before
 from services.audit.app.queries import AuditDeps
@@ -64,6 +69,7 @@ from tests.unit.audit.support import (
     TEAM,
     Producer,
     assigned,
+    client_history,
     coordination,
     intake,
     opened,
@@ -208,6 +214,7 @@ async def audit_over(
     """Audit's real servicer, its projections fed ``events`` as the bus delivers them."""
     for projection in (
         TimelineProjection(),
+        ClientTrailProjection(),
         ClientCasesProjection(),
         DisclosureIndexProjection(HOME),
     ):
@@ -485,6 +492,116 @@ async def test_a_caller_refused_an_accounting_is_refused_alike_for_a_client_that
     # Whoever may ask for it is told there is no such client.
     code, _ = await refusal(audit.ListDisclosures(accounting(client_id="client-nobody")))
     assert code == grpc.StatusCode.NOT_FOUND
+
+
+def caseless() -> list[RecordedEvent]:
+    """The client registered the day before their case (``history``) is opened, and their
+    record read then by an auditor for a court order: intake records a read of a client with
+    no case under the client's id, in ``access-<client id>``."""
+    registered, *_ = client_history()
+    reads = Producer("casetrail/intake", f"access-{CLIENT}")
+    court = Actor("auditor-kim", Role.AUDITOR)
+    read = RecordAccessed(
+        case_id=CLIENT,
+        accessor_id=court.user_id,
+        accessor_role=court.role,
+        accessor_agency_id=HOME,
+        purpose=AccessPurpose.LEGAL_OBLIGATION,
+        sections=(RecordSection.IDENTITY,),
+        rule="auditor-legal-obligation",
+        policy_version="2026.12-2",
+    )
+    return [registered, reads.record(read, occurred_at=T0 - DAY + HOUR, actor=court)]
+
+
+def accounted(answer: audit_pb2.ListDisclosuresResponse) -> list[tuple[str, str, str]]:
+    return [(d.case_id, d.event_type, d.basis) for d in answer.disclosures]
+
+
+async def test_a_read_of_a_client_with_no_case_is_in_their_accounting_before_and_after_a_case(
+    deps: AuditDeps,
+    read_models: SqliteReadModelStore,
+    registry: EventRegistry,
+    issuer: TestIssuer,
+    store: SqliteEventStore,
+) -> None:
+    """Recorded under the client's id, the read was never looked for: the accounting said
+    NOT_FOUND while the client had no case, and once one was opened listed its disclosures
+    only (45 CFR 164.528 leaves no disclosure out)."""
+    since = accounting(period_start=stamp(T0 - 2 * DAY))
+    court_read = (CLIENT, "casetrail.record.accessed", "legal_obligation")
+    async with audit_over(caseless(), deps, read_models, registry, issuer) as audit:
+        answer = await audit.ListDisclosures(since)
+        assert (list(answer.case_ids), answer.total_disclosures) == ([], 1)
+        assert accounted(answer) == [court_read]
+        # The client themself is told of it too.
+        own = await audit.ListDisclosures(
+            accounting(
+                period_start=since.period_start, context=as_(CLIENT, "client", "client_request")
+            )
+        )
+        assert accounted(own) == [court_read]
+        # An id audit knows no client by is still none.
+        code, _ = await refusal(audit.ListDisclosures(accounting(client_id="client-nobody")))
+        assert code == grpc.StatusCode.NOT_FOUND
+    recorded = [r.event for r in await store.read_all(0)]
+    assert [(e.case_id, e.sections) for e in recorded if isinstance(e, RecordAccessed)] == [
+        (CLIENT, (RecordSection.ACCESS_LOG,)),
+        (CLIENT, (RecordSection.ACCESS_LOG,)),
+    ]
+
+    # The case is opened later: the read made before is still the client's to be told of,
+    # first, and pages run across the case's disclosures and the client's own.
+    async with audit_over(history(), deps, read_models, registry, issuer) as audit:
+        answer = await audit.ListDisclosures(since)
+        assert (list(answer.case_ids), answer.total_disclosures) == ([CASE], 3)
+        every = [
+            court_read,
+            (CASE, "casetrail.referral.made", "consent"),
+            (CASE, "casetrail.record.accessed", "consent"),
+        ]
+        assert accounted(answer) == every
+        paged: list[tuple[str, str, str]] = []
+        token = ""
+        while True:
+            page = await audit.ListDisclosures(
+                accounting(period_start=since.period_start, page_size=1, page_token=token)
+            )
+            assert page.total_disclosures == 3
+            paged.extend(accounted(page))
+            if not (token := page.next_page_token):
+                break
+        assert paged == every
+        # A period after the read leaves it out, and records no read of the client's own.
+        before = len(await store.read_all(0))
+        later = await audit.ListDisclosures(accounting(period_start=stamp(T0)))
+        assert [case_id for case_id, *_ in accounted(later)] == [CASE, CASE]
+        recorded = [r.event for r in (await store.read_all(0))[before:]]
+        assert [e.case_id for e in recorded if isinstance(e, RecordAccessed)] == [CASE]
+
+
+async def test_an_accounting_rebuilt_from_zero_holds_the_read_of_a_client_with_no_case(
+    deps: AuditDeps,
+    read_models: SqliteReadModelStore,
+    registry: EventRegistry,
+    issuer: TestIssuer,
+    store: SqliteEventStore,
+    tmp_path: Path,
+) -> None:
+    """Rebuilt from the bus in any order (another projection's group ahead of the other's),
+    the accounting answers as the one built as the events came."""
+    events = [*caseless(), *history()]
+    since = accounting(period_start=stamp(T0 - 2 * DAY), period_end=stamp(T0 + 30 * DAY))
+    async with audit_over(events, deps, read_models, registry, issuer) as audit:
+        live = await audit.ListDisclosures(since)
+    rebuilt_models = SqliteReadModelStore(tmp_path / "rebuilt.db")
+    try:
+        rebuilt = AuditDeps(ReadModelTimelines(rebuilt_models, registry), store, deps.access)
+        async with audit_over(events[::-1], rebuilt, rebuilt_models, registry, issuer) as audit:
+            assert await audit.ListDisclosures(since) == live
+    finally:
+        await rebuilt_models.close()
+    assert accounted(live)[0] == (CLIENT, "casetrail.record.accessed", "legal_obligation")
 
 
 async def test_a_server_without_the_accounting_checks_the_request_and_the_role_first(
