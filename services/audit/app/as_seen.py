@@ -82,7 +82,9 @@ class StateRendering:
     """How the entrypoint shows a case state, and where its sections and sensitive fields sit
     in that message (so U's entitlement can clear what U could not see)."""
 
-    render: Callable[[CaseState], Message]
+    render: Callable[[CaseState, bool], Message]
+    """The state as shown to U, and whether U is shown sensitive values (which numbers the
+    plan's versions as planning showed them to U)."""
     section_paths: Mapping[RecordSection, Sequence[str]]
     sensitive_paths: Sequence[str]
     field_prefix: str
@@ -164,7 +166,9 @@ async def case_as_seen(
     user, entitlement = _entitlement(claims, opened, attempts.latest, facts, home, as_of)
 
     state = await _state(deps, case_id, as_of) if entitlement.allowed else None
-    message = rendering.render(state or fold(case_id, [], TimeBasis.RECORDED))
+    message = rendering.render(
+        state or fold(case_id, [], TimeBasis.RECORDED), entitlement.sensitive
+    )
     withheld_sections: list[str] = []
     withheld_fields: list[str] = []
     # Taken before anything is withheld: the entries of special data go whole.

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from enum import StrEnum
 
+from casetrail_platform.policy.redaction import is_sensitive_code
 from events.catalog import (
     access,
     assessment,
@@ -76,6 +77,18 @@ class Plan:
     agreed_version: int = 0
     agreed_goal_ids: tuple[str, ...] = ()
     signed_by_client: bool = False
+    changed_goal_ids: tuple[str, ...] = ()
+    """The goal each change of the plan was of, in order (``""``: its drafting)."""
+
+    def agreed_version_shown(self, sensitive: bool) -> int:
+        """The version agreed as planning showed it to a reader (``sensitive``: one entitled to
+        sensitive values): to one who is not, counted without the changes of the goals withheld
+        from them whole as special data (planning's ``Plan.version_shown``)."""
+        if sensitive:
+            return self.agreed_version
+        withheld = {goal.goal_id for goal in self.goals if is_sensitive_code(goal.need_category)}
+        agreed = self.changed_goal_ids[: self.agreed_version]
+        return sum(1 for goal_id in agreed if goal_id not in withheld)
 
 
 @dataclass(frozen=True)
@@ -308,7 +321,8 @@ class _Folding:
             case _:
                 return False
         if isinstance(event, planning.PLAN_VERSION_CHANGES) and self.plan is not None:
-            self.plan = replace(self.plan, version=self.plan.version + 1)
+            changed = (*self.plan.changed_goal_ids, _changed_goal_id(event))
+            self.plan = replace(self.plan, version=len(changed), changed_goal_ids=changed)
         return True
 
     def _plan(self, plan_id: str) -> Plan:
@@ -381,6 +395,18 @@ class _Folding:
     def _referral(self, referral_id: str, provider_id: str, status: str) -> None:
         referral = self.referrals.get(referral_id) or Referral(referral_id, status, provider_id)
         self.referrals[referral_id] = replace(referral, status=status)
+
+
+def _changed_goal_id(
+    event: planning.PlanDrafted | planning.GoalAdded | planning.GoalRevised | planning.GoalDropped,
+) -> str:
+    match event:
+        case planning.PlanDrafted():
+            return ""
+        case planning.GoalDropped():
+            return event.goal_id
+        case _:
+            return event.goal.goal_id
 
 
 def _goal(goal: planning.Goal) -> PlanGoal:

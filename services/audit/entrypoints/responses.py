@@ -258,7 +258,12 @@ def event_proof(proof: EventProof) -> audit_pb2.ProveEventInclusionResponse:
     )
 
 
-def state(value: case_state.CaseState, as_of: datetime) -> audit_pb2.CaseState:
+def state(
+    value: case_state.CaseState, as_of: datetime, *, sensitive: bool = True
+) -> audit_pb2.CaseState:
+    """``value`` as of ``as_of``; ``sensitive``: whether its reader is shown sensitive values,
+    without which the version agreed is numbered as planning showed it to them
+    (``Plan.agreed_version_shown``)."""
     message = audit_pb2.CaseState(
         case_id=value.case_id,
         status=_STATUSES[value.status],
@@ -294,7 +299,7 @@ def state(value: case_state.CaseState, as_of: datetime) -> audit_pb2.CaseState:
             )
         )
     if value.plan is not None:
-        message.plan.CopyFrom(_plan(value.plan))
+        message.plan.CopyFrom(_plan(value.plan, sensitive))
     return message
 
 
@@ -347,10 +352,10 @@ def _need(need: case_state.Need) -> audit_pb2.Need:
     return audit_pb2.Need(category=need.category, urgency=need.urgency or "")
 
 
-def _plan(plan: case_state.Plan) -> audit_pb2.Plan:
+def _plan(plan: case_state.Plan, sensitive: bool) -> audit_pb2.Plan:
     return audit_pb2.Plan(
         plan_id=plan.plan_id,
-        agreed_version=plan.agreed_version,
+        agreed_version=plan.agreed_version_shown(sensitive),
         agreed_goal_ids=list(plan.agreed_goal_ids),
         signed_by_client=plan.signed_by_client,
         goals=[

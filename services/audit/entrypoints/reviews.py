@@ -64,8 +64,8 @@ STATE_SPECIAL_LISTS = {"plan.agreed_goal_ids": ("plan.goals.need_category", "goa
 
 
 def state_rendering(as_of: datetime) -> StateRendering:
-    def render(state: CaseState) -> audit_pb2.CaseState:
-        return responses.state(state, as_of)
+    def render(state: CaseState, sensitive: bool) -> audit_pb2.CaseState:
+        return responses.state(state, as_of, sensitive=sensitive)
 
     return StateRendering(
         render,

@@ -348,6 +348,7 @@ def _plan(document: Document, plan_id: str, recorded: RecordedEvent) -> Document
         "agreed_sequence": 0,
         "revised_sequence": 0,
         "change_sequences": [],
+        "goal_change_sequences": {},
         "sequences": {},
     }
     _settle_plans(document, [*_plans(document), plan])
@@ -374,13 +375,13 @@ def _plan_drafted(document: Document, event: PlanDrafted, recorded: RecordedEven
 def _goal_added(document: Document, event: GoalAdded, recorded: RecordedEvent) -> None:
     plan = _plan(document, event.plan_id, recorded)
     _put_goal(document, plan, event.goal, recorded, 0)
-    _changed(plan, recorded)
+    _changed(plan, recorded, event.goal.goal_id)
 
 
 def _goal_revised(document: Document, event: GoalRevised, recorded: RecordedEvent) -> None:
     plan = _plan(document, event.plan_id, recorded)
     _put_goal(document, plan, event.goal, recorded, None)
-    _changed(plan, recorded)
+    _changed(plan, recorded, event.goal.goal_id)
 
 
 def _goal_achieved(document: Document, event: GoalAchieved, recorded: RecordedEvent) -> None:
@@ -394,7 +395,7 @@ def _goal_dropped(document: Document, event: GoalDropped, recorded: RecordedEven
     plan = _plan(document, event.plan_id, recorded)
     status = {"status": GoalStatus.DROPPED.value}
     _goal_change(document, plan, event.goal_id, "status", recorded, status)
-    _changed(plan, recorded)
+    _changed(plan, recorded, event.goal_id)
 
 
 def _plan_agreed(document: Document, event: PlanAgreed, recorded: RecordedEvent) -> None:
@@ -657,30 +658,61 @@ def _marks(plan: Document) -> None:
     plan.setdefault("revised_sequence", 1 if plan["changed_since_agreement"] else 0)
 
 
-def _changed(plan: Document, recorded: RecordedEvent) -> None:
-    """Note ``recorded``, a change of what the plan holds (``PLAN_VERSION_CHANGES``)."""
+def _changed(plan: Document, recorded: RecordedEvent, goal_id: str | None = None) -> None:
+    """Note ``recorded``, a change of what the plan holds (``PLAN_VERSION_CHANGES``), of its
+    goal ``goal_id`` (``None``: the drafting, the plan's own)."""
     _marks(plan)
     plan["revised_sequence"] = max(plan["revised_sequence"], recorded.sequence)
     if recorded.sequence not in plan["change_sequences"]:
         insort(plan["change_sequences"], recorded.sequence)
+    if goal_id is not None:
+        goal_changes = plan["goal_change_sequences"].setdefault(goal_id, [])
+        if recorded.sequence not in goal_changes:
+            insort(goal_changes, recorded.sequence)
     _settle(plan)
 
 
 def _settle(plan: Document) -> None:
-    """The plan's versions from its changes and latest agreement, in stream order: the version
-    is the count of its changes, the one agreed the count of those before the agreement, as
-    planning's record counts them (``CasePlanning``), whatever order they arrived in."""
+    """The plan's versions and agreement status, as planning's record counts them."""
     _marks(plan)
-    changes = plan["change_sequences"]
     plan["changed_since_agreement"] = plan["revised_sequence"] > plan["agreed_sequence"]
-    plan["version"] = len(changes)
-    plan["agreed_version"] = bisect_left(changes, plan["agreed_sequence"])
-    if plan["agreed_sequence"] == 0:
-        plan["agreement_status"] = "draft"
-    elif plan["changed_since_agreement"]:
-        plan["agreement_status"] = "awaiting_agreement"
+    plan["version"], plan["agreed_version"], plan["agreement_status"] = _versions(plan, set())
+
+
+def plan_versions(plan: Document, *, special: bool) -> tuple[int, int, str]:
+    """The plan's version, the version last agreed (0: never) and its agreement status as shown
+    to a reader (``special``: one entitled to sensitive values, shown them as settled). To a
+    reader who is not, the changes of the goals withheld from them whole (their need special
+    data, as planning's ``Plan.version_shown``) are not counted: a version up, or a plan
+    awaiting agreement again, with nothing they are shown changed would tell of one. Derived
+    from the goals as they now stand, so a goal revised into a special-data need takes its
+    earlier changes out of the count with it."""
+    if special:
+        return plan["version"], plan["agreed_version"], plan["agreement_status"]
+    goal_changes = plan["goal_change_sequences"]
+    withheld = {
+        sequence
+        for entry in plan["goals"]
+        if is_sensitive_code(entry["goal"]["need_category"])
+        for sequence in goal_changes.get(entry["goal"]["goal_id"], ())
+    }
+    return _versions(plan, withheld)
+
+
+def _versions(plan: Document, withheld: set[int]) -> tuple[int, int, str]:
+    """The plan's versions from its changes (but those ``withheld``) and latest agreement, in
+    stream order: the version is the count of its changes, the one agreed the count of those
+    before the agreement, as planning's record counts them (``CasePlanning``), whatever order
+    they arrived in."""
+    changes = [sequence for sequence in plan["change_sequences"] if sequence not in withheld]
+    agreed = plan["agreed_sequence"]
+    if agreed == 0:
+        status = "draft"
+    elif changes and changes[-1] > agreed:
+        status = "awaiting_agreement"
     else:
-        plan["agreement_status"] = "agreed"
+        status = "agreed"
+    return len(changes), bisect_left(changes, agreed), status
 
 
 Change = Callable[[Document, Any, RecordedEvent], None]

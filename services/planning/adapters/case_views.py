@@ -34,8 +34,8 @@ from services.planning.adapters.case_document import (
 from services.planning.adapters.staff import STAFF, record_worker, staff_members
 from services.planning.domain.model import UNKNOWN_CASE, CaseFacts, StaffMember
 
-CASE_VIEWS = "case_views_v5"
-FOLLOW_UPS = "follow_ups_v5"
+CASE_VIEWS = "case_views_v6"
+FOLLOW_UPS = "follow_ups_v6"
 
 RETIRED = "case_view_v2"
 RETIRED_COLLECTIONS = ("case_views_v2", "follow_ups_v2", erased_marks("case_views_v2"))
@@ -53,11 +53,17 @@ THIRD_RETIRED_COLLECTIONS = ("case_views_v3", "follow_ups_v3", erased_marks("cas
 """The projection before ``v4``: its plans' last evaluation and its goals' latest ratings were
 those of the evaluation recorded last, so one written up late, dated before, replaced the
 latest's, which no later event tells again. Deleted at planning's start too."""
-LATEST_RETIRED = "case_view_v4"
-LATEST_RETIRED_COLLECTIONS = ("case_views_v4", "follow_ups_v4", erased_marks("case_views_v4"))
+FOURTH_RETIRED = "case_view_v4"
+FOURTH_RETIRED_COLLECTIONS = ("case_views_v4", "follow_ups_v4", erased_marks("case_views_v4"))
 """The projection before ``v5``: its plans' versions went up by one on the first change after
 an agreement only, and its documents do not keep the changes the versions are now counted from
 (``case_document._settle``). Deleted at planning's start too."""
+LATEST_RETIRED = "case_view_v5"
+LATEST_RETIRED_COLLECTIONS = ("case_views_v5", "follow_ups_v5", erased_marks("case_views_v5"))
+"""The projection before ``v6``: its plans do not keep which goal each change was of, so a
+reader not entitled to sensitive values could not be shown versions without the changes of
+the goals withheld from them (``case_document.plan_versions``). Deleted at planning's start
+too."""
 REFERRED_STATUSES = frozenset({"accepted", "completed"})
 """A referral in either has an outside provider taking the need on."""
 NEED_CODES = frozenset(need.value for need in NeedCategory)
@@ -66,14 +72,15 @@ NEED_CODES = frozenset(need.value for need in NeedCategory)
 class CaseViewProjection(Projection):
     """Every service's case events, including planning's own as they come back on the bus."""
 
-    name = "case_view_v5"
-    """v5: a new name and new collections, so a deployment builds it again from the bus
+    name = "case_view_v6"
+    """v6: a new name and new collections, so a deployment builds it again from the bus
     (``LATEST_RETIRED``)."""
     collections = (CASE_VIEWS, FOLLOW_UPS, STAFF, erased_marks(CASE_VIEWS))
     retired = (
         RetiredLayout(FIRST_RETIRED, FIRST_RETIRED_COLLECTIONS),
         RetiredLayout(RETIRED, RETIRED_COLLECTIONS),
         RetiredLayout(THIRD_RETIRED, THIRD_RETIRED_COLLECTIONS),
+        RetiredLayout(FOURTH_RETIRED, FOURTH_RETIRED_COLLECTIONS),
         RetiredLayout(LATEST_RETIRED, LATEST_RETIRED_COLLECTIONS),
     )
     event_types = EVENT_TYPES
@@ -119,7 +126,7 @@ ERASURE = CaseErasure(
 
 
 async def retire_old_layout(read_models: ReadModelStore) -> None:
-    """Delete what the projections before ``v5`` left (nothing once done: a no-op after)."""
+    """Delete what the projections before ``v6`` left (nothing once done: a no-op after)."""
     # Their documents held goals, tasks and needs in the clear: no copy stays in the files.
     await read_models.retire(CaseViewProjection.retired)
 

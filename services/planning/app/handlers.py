@@ -52,7 +52,8 @@ class Outcome:
     recorded: list[RecordedEvent]
     """What the command recorded (the first time, for a retried command)."""
     plan_version: int
-    """The version of the case's plan right after those events (0: no plan)."""
+    """The version of the case's plan right after those events (0: no plan), as shown to the
+    caller (``handle``'s ``sensitive_shown``: ``Plan.version_shown``)."""
 
 
 async def handle(
@@ -68,7 +69,9 @@ async def handle(
     already (``decide.recorded_before``, a supervisor's CloseCase): the retry is answered from
     it, with nothing decided or read again. ``day``: the command's day, which rules about
     what is valid from now on are checked on (``decide``). ``sensitive_shown``: whether the
-    caller may see the case's sensitive values, which a refusal names only then (``decide``)."""
+    caller may see the case's sensitive values, which a refusal names only then (``decide``),
+    and without which the plan's version answered leaves out the changes of the goals withheld
+    from them (``Plan.version_shown``)."""
     recorded = (
         earlier
         if earlier is not None
@@ -83,14 +86,14 @@ async def handle(
     until = recorded[-1].sequence if recorded else None
     async with folded(deps.store, stream, kept) as record:
         if until is None:
-            return Outcome(recorded, record.state.plan_version)
+            return Outcome(recorded, record.state.plan_version_shown(sensitive_shown))
         # Right after this command's events, though others may have come since (a retry).
-        known = record.state.plan_version_at(until)
+        known = record.state.plan_version_at(until, sensitive_shown)
     if known is not None:
         return Outcome(recorded, known)
     # A retry of a command older than the plan version changes the record keeps.
     history = await deps.store.read_stream(stream, to_version=until)
-    return Outcome(recorded, fold(command.case_id, history).plan_version)
+    return Outcome(recorded, fold(command.case_id, history).plan_version_shown(sensitive_shown))
 
 
 async def _record(

@@ -15,7 +15,6 @@ from datetime import date, datetime
 
 from casetrail_platform.commands import AlreadyExists, NotFound, RuleBroken, require_not_before
 from casetrail_platform.limits import MAX_GOALS_PER_PLAN, MAX_PLAN_GOALS_BYTES
-from casetrail_platform.policy.redaction import is_sensitive_code
 from events.catalog.base import CaseEvent
 from events.catalog.cases import CaseClosed, DischargePlanned, DischargeReason
 from events.catalog.monitoring import ContactLogged, ProgressEvaluated
@@ -599,20 +598,14 @@ def _shown_goal(plan: Plan, goal_id: str, sensitive_shown: bool) -> GoalState | 
     active, dropped, its counseling task's worker unlicensed), it told them of the goal and
     of what its need calls for."""
     goal = plan.goals.get(goal_id)
-    if goal is None or (_special(goal) and not sensitive_shown):
+    if goal is None or (goal.special and not sensitive_shown):
         return None
     return goal
 
 
 def _special_goal_ids(plan: Plan) -> frozenset[str]:
     """The ids of the plan's goals whose need is special data, withheld from such a caller."""
-    return frozenset(goal_id for goal_id, goal in plan.goals.items() if _special(goal))
-
-
-def _special(goal: GoalState) -> bool:
-    """Whether the goal's need is special data (``substance_use``): a reader not entitled to
-    sensitive values is shown the plan without it (``redaction``)."""
-    return is_sensitive_code(goal.goal.need_category.value)
+    return frozenset(goal_id for goal_id, goal in plan.goals.items() if goal.special)
 
 
 def _work_told(work: str, said: str, sensitive_shown: bool) -> str:

@@ -4,8 +4,11 @@ planning learned about the case from other services on the bus.
 Plan versions: every change of the plan makes its next version, whatever was agreed: version 1
 is the draft, and each goal added, revised or dropped adds one, so a version names one content
 of the plan and the client agrees to the version they were shown only while it is the current
-one. Agreeing records the current version and changes nothing; achieving a goal is progress,
-not a change of the plan. The agreements themselves are numbered apart (``PlanAgreed``'s
+one. A reader not shown the case's sensitive values (a coordinator) is shown a version counted
+from the changes they are shown only (``Plan.version_shown``): those of a goal withheld from
+them whole as special data go uncounted, or the number would tell them of it. Agreeing
+records the current version and changes nothing; achieving a goal is progress, not a change of
+the plan. The agreements themselves are numbered apart (``PlanAgreed``'s
 ``plan_version``: 1 for the first, then +1, as the event catalog states, and as stores kept
 before every change made a version numbered them too), so the versions are counted from the
 plan's changes alone (``PLAN_VERSION_CHANGES``), the same whenever a store was written.
@@ -34,6 +37,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from casetrail_platform.folded import Fold
+from casetrail_platform.policy.redaction import is_sensitive_code
 from events.catalog.assignment import WorkerCredential
 from events.catalog.base import CaseEvent, Role
 from events.catalog.cases import CaseClosed, DischargePlanned
@@ -87,6 +91,15 @@ class GoalState:
     evaluated_at: datetime | None = None
     """Which evaluation rating the goal is stated as happening latest, and when: the goal is
     not dropped before it (a dropped goal is not evaluated)."""
+    changes: int = 0
+    """The plan's changes of this goal: its addition, revisions and drop (a drafted goal's
+    drafting is the plan's own change)."""
+
+    @property
+    def special(self) -> bool:
+        """Whether the goal's need is special data (``substance_use``): a reader not entitled to
+        sensitive values is shown the plan without it (``redaction``)."""
+        return is_sensitive_code(self.goal.need_category.value)
 
 
 @dataclass
@@ -122,6 +135,16 @@ class Plan:
         """Note a change of what the plan holds: its next version, awaiting agreement."""
         self.version += 1
         self.changed_since_agreement = True
+
+    def version_shown(self, sensitive_shown: bool) -> int:
+        """The version as shown to a reader (``sensitive_shown``: one entitled to sensitive
+        values): to one who is not, without the changes of the goals withheld from them whole
+        (``GoalState.special``), which the case view counts alike (``case_document``). A goal
+        revised into a special-data need takes its earlier changes out of the count with it."""
+        if sensitive_shown:
+            return self.version
+        withheld = sum(goal.changes for goal in self.goals.values() if goal.special)
+        return self.version - withheld
 
     def worked_on(self, work: str, occurred_at: datetime | None) -> None:
         """Note ``work`` done on the plan, stated as happening at ``occurred_at``."""
@@ -161,26 +184,36 @@ class CasePlanning:
     cycle's closure does not come before it."""
     contact_ids: set[str] = field(default_factory=set)
     evaluation_ids: set[str] = field(default_factory=set)
-    version_changes: deque[tuple[int, int]] = field(
+    version_changes: deque[tuple[int, int, int]] = field(
         default_factory=lambda: deque(maxlen=VERSION_CHANGES_KEPT)
     )
-    """(sequence, plan version after it) of the latest events that changed the plan's
-    version: a retried command answers its plan version from these (``plan_version_at``)
-    instead of reading the case up to its events again."""
+    """(sequence, plan version after it, that version as shown to a reader not entitled to
+    sensitive values) of the latest events that changed the plan's version: a retried command
+    answers its plan version from these (``plan_version_at``) instead of reading the case up
+    to its events again."""
     version_changes_from: int = 0
     """Every change at or after this sequence is in ``version_changes`` (0: every one)."""
 
     @property
     def plan_version(self) -> int:
         """The version of the current plan (0: no plan)."""
-        return 0 if self.plan is None else self.plan.version
+        return self.plan_version_shown(sensitive_shown=True)
 
-    def plan_version_at(self, sequence: int) -> int | None:
-        """The plan's version right after event ``sequence`` (which this record holds);
-        ``None`` when that is older than the changes kept."""
+    def plan_version_shown(self, sensitive_shown: bool) -> int:
+        """The version of the current plan as shown to a reader (``Plan.version_shown``)."""
+        return 0 if self.plan is None else self.plan.version_shown(sensitive_shown)
+
+    def plan_version_at(self, sequence: int, sensitive_shown: bool) -> int | None:
+        """The plan's version right after event ``sequence`` (which this record holds), as
+        shown to a reader (``Plan.version_shown``); ``None`` when that is older than the
+        changes kept."""
         if sequence < self.version_changes_from:
             return None
-        before = [version for at, version in self.version_changes if at <= sequence]
+        before = [
+            version if sensitive_shown else shown
+            for at, version, shown in self.version_changes
+            if at <= sequence
+        ]
         return before[-1] if before else 0
 
     def apply(self, event: CaseEvent, occurred_at: datetime | None = None) -> None:
@@ -237,9 +270,15 @@ class CasePlanning:
                 pass
         if isinstance(event, PLAN_VERSION_CHANGES) and self.plan is not None:
             self.plan.changed()
+            if not isinstance(event, PlanDrafted):
+                self.plan.goals[_changed_goal_id(event)].changes += 1
         if isinstance(event, PLAN_CHANGES) and self.plan is not None:
             # Planning works on its current plan only: the event is this plan's.
             self.plan.worked_on(work, occurred_at)
+
+
+def _changed_goal_id(event: GoalAdded | GoalRevised | GoalDropped) -> str:
+    return event.goal_id if isinstance(event, GoalDropped) else event.goal.goal_id
 
 
 def cycle_work(event: CaseEvent) -> str:
@@ -282,7 +321,8 @@ def evolve(record: CasePlanning, history: Iterable[RecordedEvent]) -> CasePlanni
                 # The oldest change goes: versions before the next one are no longer known.
                 changes.popleft()
                 record.version_changes_from = changes[0][0] if changes else recorded.sequence
-            changes.append((recorded.sequence, record.plan_version))
+            shown = record.plan_version_shown(sensitive_shown=False)
+            changes.append((recorded.sequence, record.plan_version, shown))
     return record
 
 

@@ -333,7 +333,7 @@ class PlanningServicer(planning_pb2_grpc.PlanningServiceServicer):
         document, decision = await queries.case_view(
             self._deps.views, access, principal, reader.purpose, case_id
         )
-        view = present.case_view(document)
+        view = present.case_view(document, special=decision.sensitive)
         disclosed = Disclosure(
             case_id,
             decision,

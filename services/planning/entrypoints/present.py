@@ -16,6 +16,7 @@ from events.envelope import RecordedEvent
 from services.planning.adapters.case_document import (
     OPEN_REFERRAL_STATUSES,
     current,
+    plan_versions,
     previous_plans,
     scheduled_and_running,
 )
@@ -29,7 +30,10 @@ def command_result(case_id: str, recorded: list[RecordedEvent]) -> common_pb2.Co
     )
 
 
-def case_view(document: Document) -> planning_pb2.GetCaseViewResponse:
+def case_view(document: Document, *, special: bool) -> planning_pb2.GetCaseViewResponse:
+    """The case's view; ``special``: whether the reader may see sensitive values, without
+    which its plans' versions leave out the changes of the goals withheld from them
+    (``plan_versions``)."""
     view = planning_pb2.GetCaseViewResponse(
         case_id=document["case_id"],
         client_id=document["client_id"] or "",
@@ -38,7 +42,7 @@ def case_view(document: Document) -> planning_pb2.GetCaseViewResponse:
         needs=_needs(document),
         services=[_service(service) for service in document["services"]],
         referrals=[_referral(referral) for referral in document["referrals"]],
-        previous_plans=[_plan(plan) for plan in previous_plans(document)],
+        previous_plans=[_plan(plan, special) for plan in previous_plans(document)],
         next_follow_up_due=document["next_follow_up_due"] or "",
         last_contact_on=document["last_contact_on"] or "",
         contacts_logged=document["contacts_logged"],
@@ -51,7 +55,7 @@ def case_view(document: Document) -> planning_pb2.GetCaseViewResponse:
             )
         )
     if (plan := current(document, "plan")) is not None:
-        view.plan.CopyFrom(_plan(plan))
+        view.plan.CopyFrom(_plan(plan, special))
     if (discharge := current(document, "discharge")) is not None:
         view.discharge.CopyFrom(
             planning_pb2.DischargeView(
@@ -169,12 +173,13 @@ def _needs(document: Document) -> list[planning_pb2.Need]:
     ]
 
 
-def _plan(plan: Document) -> planning_pb2.PlanView:
+def _plan(plan: Document, special: bool) -> planning_pb2.PlanView:
+    version, agreed_version, agreement_status = plan_versions(plan, special=special)
     return planning_pb2.PlanView(
         plan_id=plan["plan_id"],
-        version=plan["version"],
-        agreed_version=plan["agreed_version"],
-        agreement_status=plan["agreement_status"],
+        version=version,
+        agreed_version=agreed_version,
+        agreement_status=agreement_status,
         goals=[
             planning_pb2.GoalView(
                 goal=goal_message(entry["goal"]),

@@ -35,7 +35,7 @@ from events.catalog.access import (
     RecordSection,
 )
 from events.catalog.base import Role
-from events.catalog.planning import Goal, GoalTerm, PlanAgreed, PlanDrafted
+from events.catalog.planning import Goal, GoalAdded, GoalTerm, PlanAgreed, PlanDrafted
 from events.catalog.referrals import ReferralAccepted, ReferralMade
 from events.catalog.scheduling import LocationKind, ServiceKind, ServiceLocation, ServiceScheduled
 from events.catalog.values import NeedCategory, Provider, Urgency
@@ -1113,6 +1113,63 @@ async def test_the_plan_lists_no_goal_withheld_from_the_user_as_special_data(
     # Entitled to special-data values, the worker sees every goal agreed to.
     assert list(worker.state.plan.agreed_goal_ids) == ["goal-walk", "goal-sober"]
     assert "plan.agreed_goal_ids" not in worker.entitlement.withheld_fields
+
+
+async def test_the_version_agreed_is_numbered_as_planning_showed_it_to_the_user(
+    deps: AuditDeps,
+    read_models: SqliteReadModelStore,
+    registry: EventRegistry,
+    issuer: TestIssuer,
+) -> None:
+    """Planning shows a coordinator a plan's versions without the changes of a goal withheld
+    from them as special data: the plan as they saw it said the client agreed to version 2 of
+    a plan whose every version they were shown was 1, telling of a withheld goal's addition.
+    It numbers the version agreed as planning showed it to them; the worker's is the whole."""
+    planning = Producer("casetrail/planning", f"case-{CASE}")
+    at = T0 + 2 * DAY
+    walk = Goal(
+        goal_id="goal-walk",
+        statement="...",
+        term=GoalTerm.SHORT,
+        need_category=NeedCategory.HOME_CARE,
+    )
+    sober = Goal(
+        goal_id="goal-sober",
+        statement="...",
+        term=GoalTerm.SHORT,
+        need_category=NeedCategory.SUBSTANCE_USE,
+    )
+    worker = Actor(WORKER, Role.SOCIAL_WORKER)
+    events = [
+        *history(),
+        planning.record(
+            PlanDrafted(case_id=CASE, plan_id="plan-1", goals=(walk,)), occurred_at=at, actor=worker
+        ),
+        planning.record(
+            GoalAdded(case_id=CASE, plan_id="plan-1", goal=sober),
+            occurred_at=at + HOUR,
+            actor=worker,
+        ),
+        planning.record(
+            PlanAgreed(
+                case_id=CASE,
+                plan_id="plan-1",
+                plan_version=1,
+                goal_ids=("goal-walk", "goal-sober"),
+                signed_by_client=True,
+            ),
+            occurred_at=at + 2 * HOUR,
+            actor=worker,
+        ),
+    ]
+    async with audit_over(events, deps, read_models, registry, issuer) as audit:
+        coordinators = await audit.GetCaseAsSeen(
+            seen_as(COORDINATOR.user_id, T0 + 4 * DAY, user_role="coordinator")
+        )
+        workers = await audit.GetCaseAsSeen(seen_as(WORKER, T0 + 4 * DAY))
+
+    assert coordinators.state.plan.agreed_version == 1
+    assert workers.state.plan.agreed_version == 2
 
 
 async def test_a_state_lists_what_grows_with_the_case_within_caps_and_says_how_many(

@@ -26,6 +26,8 @@ from services.planning.adapters.case_views import (
     CASE_VIEWS,
     FIRST_RETIRED,
     FIRST_RETIRED_COLLECTIONS,
+    FOURTH_RETIRED,
+    FOURTH_RETIRED_COLLECTIONS,
     LATEST_RETIRED,
     LATEST_RETIRED_COLLECTIONS,
     RETIRED,
@@ -210,14 +212,16 @@ async def test_a_reopened_case_shows_the_plan_of_its_new_cycle_only(
     closed = await views.get("case-e")
     assert closed is not None
     assert (closed["stage"], closed["plan"]["plan_id"]) == ("closed", "plan-1")
-    assert present.case_view(closed).plan.plan_id == "plan-1", "a closed case shows its plan"
+    assert present.case_view(closed, special=True).plan.plan_id == "plan-1", (
+        "a closed case shows its plan"
+    )
 
     await bus.record(INTAKE, "case-e", reopened("case-e"))
     await bus.record(INTAKE, "case-e", assessed("case-e"), actor=INTAKE_WORKER)
     view = await views.get("case-e")
     assert view is not None
     assert (view["status"], view["stage"]) == ("open", "assigned")
-    shown = present.case_view(view)
+    shown = present.case_view(view, special=True)
     assert not shown.HasField("plan")
     assert not shown.HasField("discharge")
     assert [plan.plan_id for plan in shown.previous_plans] == ["plan-1"]
@@ -226,7 +230,7 @@ async def test_a_reopened_case_shows_the_plan_of_its_new_cycle_only(
     await plan(c.DraftPlan("case-e", "plan-2", (goal("goal-home"),)))
     view = await views.get("case-e")
     assert view is not None
-    shown = present.case_view(view)
+    shown = present.case_view(view, special=True)
     assert (view["stage"], shown.plan.plan_id, shown.plan.version) == ("planning", "plan-2", 1)
     assert [g.goal.goal_id for g in shown.plan.goals] == ["goal-home"]
     assert [plan.plan_id for plan in shown.previous_plans] == ["plan-1"]
@@ -239,14 +243,14 @@ async def test_a_reopened_case_shows_the_plan_of_its_new_cycle_only(
         "previous_plans": [earlier | {"plan_id": f"plan-0{n}"} for n in range(5)]
         + view["previous_plans"]
     }
-    one_plan = present.case_view(view).previous_plans[0].ByteSize() + ENTRY_FRAMING
-    cut = present.case_view(many)
+    one_plan = present.case_view(view, special=True).previous_plans[0].ByteSize() + ENTRY_FRAMING
+    cut = present.case_view(many, special=True)
     with pytest.MonkeyPatch.context() as patched:
         patched.setattr(present, "VIEW_PREVIOUS_PLANS", Cap(100, one_plan * 2 + 2))
         present.cut_case_view(cut)
     assert [plan.plan_id for plan in cut.previous_plans] == ["plan-04", "plan-1"]
     assert (cut.previous_plans_total, cut.previous_plans_truncated) == (6, True)
-    whole = present.case_view(many)
+    whole = present.case_view(many, special=True)
     present.cut_case_view(whole)
     assert (len(whole.previous_plans), whole.previous_plans_truncated) == (6, False)
 
@@ -296,9 +300,10 @@ async def test_a_reopened_case_is_assessed_only_by_its_new_episodes_assessment(
         (FIRST_RETIRED, FIRST_RETIRED_COLLECTIONS),
         (RETIRED, RETIRED_COLLECTIONS),
         (THIRD_RETIRED, THIRD_RETIRED_COLLECTIONS),
+        (FOURTH_RETIRED, FOURTH_RETIRED_COLLECTIONS),
         (LATEST_RETIRED, LATEST_RETIRED_COLLECTIONS),
     ],
-    ids=["v1", "v2", "v3", "v4"],
+    ids=["v1", "v2", "v3", "v4", "v5"],
 )
 async def test_the_views_of_the_older_layouts_are_retired_at_start(
     bus: Bus, read_models: ReadModelStore, retired: str, collections: tuple[str, ...]
@@ -306,7 +311,7 @@ async def test_the_views_of_the_older_layouts_are_retired_at_start(
     # v1's documents cannot tell which episode their assessment belongs to; v2's lost the
     # contacts that were not the latest by the closures delivered when they came; v3's took
     # the evaluation recorded last for the latest, losing the one dated last; v4's kept no
-    # plan's changes, which its versions are counted from.
+    # plan's changes, which its versions are counted from; v5's not which goal each was of.
     old = {"case_id": "case-o", "opened": True, "assessed_needs": [{"category": "home_care"}]}
     async with read_models.transaction() as transaction:
         for collection in collections:
@@ -345,7 +350,7 @@ async def test_an_evaluation_written_up_late_does_not_replace_the_latest(
 
     document = await CaseViews(bus.read_models).get("case-e")
     assert document is not None
-    view = present.case_view(document).plan
+    view = present.case_view(document, special=True).plan
     assert (view.last_evaluated_on, view.adjustment_needed) == ("2030-03-11", False)
     # The club's only rating is of day 3's evaluation, the latest that rated it.
     assert [(g.goal.goal_id, g.latest_rating) for g in view.goals] == [
@@ -356,7 +361,7 @@ async def test_an_evaluation_written_up_late_does_not_replace_the_latest(
     await evaluated("eval-10-later", 10, no_change)
     document = await CaseViews(bus.read_models).get("case-e")
     assert document is not None
-    assert present.case_view(document).plan.goals[0].latest_rating == "no_change"
+    assert present.case_view(document, special=True).plan.goals[0].latest_rating == "no_change"
 
 
 async def test_a_contact_logged_late_does_not_replace_the_latest_follow_up(
@@ -715,7 +720,7 @@ def test_the_largest_case_view_fits_one_grpc_answer() -> None:
     referrals (256 KiB) and the discharge plan made an answer its client refused, so the case
     could never be read again (each attempt recorded as a read). One budget now holds them."""
     assert present.CASE_VIEW_BYTES <= GRPC_ANSWER_BYTES - 512 * 1024
-    view = present.case_view(_largest_case_document("case-big", "client-big"))
+    view = present.case_view(_largest_case_document("case-big", "client-big"), special=True)
     rest = planning_pb2.GetCaseViewResponse()
     rest.CopyFrom(view)
     del rest.services[:], rest.referrals[:], rest.previous_plans[:]
@@ -731,7 +736,7 @@ def test_the_largest_case_view_fits_one_grpc_answer() -> None:
     assert cut == (True, True, True)
     assert [len(view.referrals) > 0, len(view.services) > 0] == [True, True]
     # With fewer services, the earlier plans take the room they leave, the latest first.
-    few = present.case_view(_largest_case_document("case-big", "client-big"))
+    few = present.case_view(_largest_case_document("case-big", "client-big"), special=True)
     del few.services[10:]
     present.cut_case_view(few)
     assert few.ByteSize() <= present.CASE_VIEW_BYTES

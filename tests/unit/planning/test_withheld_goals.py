@@ -3,7 +3,9 @@ to sensitive values (a coordinator), and so is its id wherever planning would na
 service booked toward it, a closure's GOALS_STILL_ACTIVE, an ordering refusal naming the plan's
 latest work, and a command naming it, which a coordinator was refused on its own rules (its
 counseling task's worker unlicensed: "counseling toward a need that calls for it"). An id no
-goal of their view has could only be a withheld one's, telling of the need."""
+goal of their view has could only be a withheld one's, telling of the need. Nor is such a
+reader shown a plan version counting the goal's changes: a version up with nothing in their
+view changed told of it."""
 
 from __future__ import annotations
 
@@ -315,3 +317,123 @@ async def test_an_ordering_refusal_names_no_goal_to_a_caller_not_shown_it(
     # The case's worker, entitled, is told the work by name.
     drop = await problem(WORKER, "w-drop", closing=False)
     assert drop.startswith("must not be before goal goal-sober was achieved (")
+
+
+SOBER_GOAL = planning_pb2.Goal(
+    goal_id="goal-sober", statement="Stay off heroin", term="short", need_category="substance_use"
+)
+CLUB_GOAL = planning_pb2.Goal(
+    goal_id="goal-club", statement="Join the walking club", term="short", need_category="other"
+)
+
+
+async def plan_as_seen(planning: Planning, case_id: str, reader: str) -> tuple[object, ...]:
+    """The plan's version, version agreed, agreement status and goals in ``reader``'s view
+    (``coordinator``, or the case's ``worker``)."""
+    await planning.bus.sync()
+    context = query() if reader == "coordinator" else query(WORKER, "direct_care")
+    request = planning_pb2.GetCaseViewRequest(context=context, case_id=case_id)
+    plan = (await planning.stub.GetCaseView(request)).plan
+    goals = [entry.goal.goal_id for entry in plan.goals]
+    return plan.version, plan.agreed_version, plan.agreement_status, goals
+
+
+async def test_a_goal_withheld_from_a_reader_changes_no_version_they_are_shown(
+    planning: Planning,
+) -> None:
+    """The reviewer's case: a plan drafted with no goal (to be added with the client), the
+    worker adding the substance-use goal, then revising and dropping it. The coordinator's view
+    showed the same draft with no goal at version 1, then 2, 3, 4."""
+    bus, case_id = planning.bus, "case-su"
+    opening = (case_opened(case_id), assessed(case_id))
+    await bus.record(INTAKE, case_id, *opening, actor=INTAKE_WORKER, occurred_at=PLANNED)
+    await bus.record(COORDINATION, case_id, assigned(case_id), occurred_at=PLANNED)
+    drafted = PlanDrafted(case_id=case_id, plan_id="plan-su", goals=())
+    await bus.record(PLANNING, case_id, drafted, actor=WORKER, occurred_at=PLANNED)
+    drafted_as_seen: tuple[object, ...] = (1, 0, "draft", [])
+    assert await plan_as_seen(planning, case_id, "coordinator") == drafted_as_seen
+
+    stub = planning.stub
+    added = await stub.AddGoal(
+        planning_pb2.AddGoalRequest(context=ctx(WORKER, "add"), case_id=case_id, goal=SOBER_GOAL)
+    )
+    assert added.plan_version == 2
+    assert await plan_as_seen(planning, case_id, "coordinator") == drafted_as_seen
+    revised = planning_pb2.Goal()
+    revised.CopyFrom(SOBER_GOAL)
+    revised.statement = "Stay off heroin, with a group"
+    await stub.ReviseGoal(
+        planning_pb2.ReviseGoalRequest(
+            context=ctx(WORKER, "revise"), case_id=case_id, goal=revised, reason="a group"
+        )
+    )
+    await stub.DropGoal(
+        planning_pb2.DropGoalRequest(
+            context=ctx(WORKER, "drop"), case_id=case_id, goal_id="goal-sober", reason="done"
+        )
+    )
+    assert await plan_as_seen(planning, case_id, "coordinator") == drafted_as_seen
+    assert await plan_as_seen(planning, case_id, "worker") == (4, 0, "draft", ["goal-sober"])
+
+
+async def test_a_coordinator_is_answered_the_version_shown_them_and_the_worker_the_whole(
+    planning: Planning,
+) -> None:
+    """A coordinator's AddGoal and DropGoal answered the version counting a change withheld
+    from them, and the plan agreed to awaited agreement again in their view after the worker
+    added the withheld goal. They are answered, and shown, the versions of the changes they
+    are shown; the case's worker is held to the whole: their agreement naming the version
+    before a change withheld from the coordinator is still refused PLAN_VERSION_CHANGED."""
+    case_id, stub = "case-su", planning.stub
+    await agreed_plan(planning, case_id, goal("goal-walk"))
+    added = await stub.AddGoal(
+        planning_pb2.AddGoalRequest(
+            context=ctx(WORKER, "add-sober"), case_id=case_id, goal=SOBER_GOAL
+        )
+    )
+    assert added.plan_version == 2
+    assert await plan_as_seen(planning, case_id, "coordinator") == (1, 1, "agreed", ["goal-walk"])
+
+    def add_club() -> planning_pb2.AddGoalRequest:
+        context = ctx(COORDINATOR, "add-club")
+        return planning_pb2.AddGoalRequest(context=context, case_id=case_id, goal=CLUB_GOAL)
+
+    assert (await stub.AddGoal(add_club())).plan_version == 2
+    walk_and_club = ["goal-walk", "goal-club"]
+    awaiting = (2, 1, "awaiting_agreement", walk_and_club)
+    assert await plan_as_seen(planning, case_id, "coordinator") == awaiting
+    worker_saw = await plan_as_seen(planning, case_id, "worker")
+    assert worker_saw[:3] == (3, 1, "awaiting_agreement")
+
+    # A change withheld from the coordinator: the worker was shown version 3, the plan is at 4.
+    revised = planning_pb2.Goal()
+    revised.CopyFrom(SOBER_GOAL)
+    revised.statement = "Stay off heroin, with a group"
+    await stub.ReviseGoal(
+        planning_pb2.ReviseGoalRequest(
+            context=ctx(WORKER, "revise-sober"), case_id=case_id, goal=revised, reason="a group"
+        )
+    )
+    assert await plan_as_seen(planning, case_id, "coordinator") == awaiting
+
+    def agree(key: str, version: int) -> planning_pb2.RecordAgreementRequest:
+        return planning_pb2.RecordAgreementRequest(
+            context=ctx(WORKER, key), case_id=case_id, plan_version=version, signed_by_client=True
+        )
+
+    code, details = await refused(stub.RecordAgreement(agree("agree-3", 3)))
+    info = one(details, error_details_pb2.ErrorInfo)
+    assert (code, info.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "PLAN_VERSION_CHANGED")
+    assert (info.metadata["shown_version"], info.metadata["current_version"]) == ("3", "4")
+    agreed = await stub.RecordAgreement(agree("agree-4", 4))
+    assert (agreed.plan_version, set(agreed.goal_ids)) == (4, {*walk_and_club, "goal-sober"})
+    assert await plan_as_seen(planning, case_id, "coordinator") == (2, 2, "agreed", walk_and_club)
+
+    dropped = await stub.DropGoal(
+        planning_pb2.DropGoalRequest(
+            context=ctx(COORDINATOR, "drop-club"), case_id=case_id, goal_id="goal-club", reason="x"
+        )
+    )
+    assert dropped.plan_version == 3
+    # A retry is answered the version the coordinator was shown right after their addition.
+    assert (await stub.AddGoal(add_club())).plan_version == 2
