@@ -190,10 +190,9 @@ class KeyRange:
         )
 
 
-class ReadModelStore(ABC):
-    @abstractmethod
-    def transaction(self) -> AbstractAsyncContextManager[DocumentTransaction]:
-        """One atomic, durable unit of work: commits on normal exit, rolls back on error."""
+class DocumentReader(ABC):
+    """Reads of committed documents: a store's (each read sees the last commit), or one
+    snapshot's (``ReadModelStore.snapshot``: every read sees the same commit)."""
 
     @abstractmethod
     async def get(self, collection: str, key: str) -> Document | None: ...
@@ -230,10 +229,29 @@ class ReadModelStore(ABC):
         """How many documents ``keys`` holds, whatever its limit."""
         return len([item async for item in self.scan(collection) if keys.holds(*item)])
 
+    @abstractmethod
     async def applied_position(self, projection: str) -> int:
         """``projection``'s position at the last commit, read without taking part in any
-        transaction (nothing locked, nothing written); 0 before its first event. Adapters
-        read it on their reader; this default goes through a transaction."""
+        transaction (nothing locked, nothing written); 0 before its first event."""
+
+
+class ReadModelStore(DocumentReader):
+    @abstractmethod
+    def transaction(self) -> AbstractAsyncContextManager[DocumentTransaction]:
+        """One atomic, durable unit of work: commits on normal exit, rolls back on error."""
+
+    @abstractmethod
+    def snapshot(self) -> AbstractAsyncContextManager[DocumentReader]:
+        """Reads that all see one committed state, whatever commits meanwhile, for a pass that
+        reads an index a page at a time while its projection goes on applying events (audit's
+        export and state as of a moment: pages read apart held an event applied between them
+        ahead of the cursor and missed an earlier one of its stream applied behind it). SQLite:
+        a read transaction on a connection of its own; PostgreSQL: a read-only REPEATABLE READ
+        transaction. Keep it short: while it is open the store's files keep what an erasure
+        overwrote since (``forget_overwritten`` waits for it)."""
+
+    async def applied_position(self, projection: str) -> int:
+        """Adapters read it on their reader; this default goes through a transaction."""
         async with self.transaction() as transaction:
             return await transaction.position(projection)
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from abc import abstractmethod
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID, uuid4
 
 from casetrail_platform.errors import StorageUnavailableError
@@ -17,6 +18,7 @@ from casetrail_platform.projections.port import (
     FORGET_PATIENCE_SECONDS,
     ChangeCallback,
     Document,
+    DocumentReader,
     DocumentTransaction,
     KeyRange,
     ReadModelStore,
@@ -67,74 +69,27 @@ _NEXT_TRANSACTION_ID = (
 """The first transaction id not yet assigned, as the 32-bit ``xid`` the snapshots' horizons
 are (``xid8`` carries an epoch above them)."""
 
+SNAPSHOT_CONNECTIONS = 4
+"""Snapshots (``PostgresReadModelStore.snapshot``) open at once, each on a connection of its
+own: the store's one reader would hold every other read to the snapshot while it lasts. One
+more waits for one of them to end (a pass over a case's index takes moments)."""
+
+T = TypeVar("T")
+
 _PROJECTION_LOCK = 0x63747278
 """First key of the transaction-level advisory lock that serialises one projection's bus
 batches across the service's replicas (second key: hash of the projection's name)."""
 
 
-class PostgresReadModelStore(ReadModelStore):
-    """Writes go through one connection (one projection transaction at a time), reads through
-    another; both are reopened after a server restart (``PgConnections``), and a database that
-    is away makes every call raise ``StorageUnavailableError``."""
+class _PostgresReads(DocumentReader):
+    """Reads of committed documents, each run by ``_read``: on the store's reader (each
+    statement sees the last commit) or in a snapshot's transaction."""
 
-    def __init__(
-        self, writer: PgConnections, reader: PgConnections, changes: ChangeListener | None = None
-    ) -> None:
-        self._writer = writer
-        self._reader = reader
-        self._changes = changes
-
-    @classmethod
-    async def connect(cls, dsn: str, *, schema: str = "public") -> PostgresReadModelStore:
-        what = f"{schema} read models"
-        writer = PgConnections(
-            dsn,
-            1,
-            what,
-            search_path=schema,
-            settings=f"-c idle_in_transaction_session_timeout={int(TRANSACTION_IDLE_LIMIT * 1000)}",
-        )
-        reader = PgConnections(dsn, 1, what, search_path=schema)
-
-        async def create(connection: Connection) -> None:
-            # Under the schema's creation lock, as the service's other stores: replicas and
-            # migrations starting together failed on the catalog's unique index otherwise.
-            async with creating_schema(connection, schema):
-                await connection.execute(SCHEMA)
-
-        try:
-            await writer.run(create)
-        except BaseException:
-            await writer.close()
-            raise
-        store = cls(writer, reader, ChangeListener(dsn, channel_of(schema), what))
-        try:
-            # A snapshot older than the erasure still open: logged, the mark stays for the
-            # next catch-up (or erasure), and the store serves meanwhile.
-            await store.forget_if_pending()
-        except BaseException:
-            await store.close()
-            raise
-        return store
-
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[DocumentTransaction]:
-        async with self._writer.connection() as connection, connection.transaction():
-            yield _PostgresTransaction(connection, self._changes)
-
-    def watch(self, collection: str, changed: ChangeCallback) -> bool:
-        """Every replica of a service watches the same collections from its bootstrap on,
-        before it applies anything: so every writer of a watched collection notifies."""
-        if self._changes is None:
-            return False
-        self._changes.watch(collection, changed)
-        return True
-
-    def watching(self) -> bool:
-        return self._changes is not None and self._changes.live
+    @abstractmethod
+    async def _read(self, work: Callable[[Connection], Awaitable[T]]) -> T: ...
 
     async def get(self, collection: str, key: str) -> Document | None:
-        return await self._reader.run(lambda connection: _get(connection, collection, key))
+        return await self._read(lambda connection: _get(connection, collection, key))
 
     async def get_many(self, collection: str, keys: Sequence[str]) -> dict[str, Document]:
         async def fetch(connection: Connection) -> list[tuple[str, Any]]:
@@ -144,7 +99,7 @@ class PostgresReadModelStore(ReadModelStore):
             )
             return await cursor.fetchall()
 
-        return {key: dict(document) for key, document in await self._reader.run(fetch)}
+        return {key: dict(document) for key, document in await self._read(fetch)}
 
     async def applied_position(self, projection: str) -> int:
         async def read(connection: Connection) -> int:
@@ -154,7 +109,7 @@ class PostgresReadModelStore(ReadModelStore):
             row = await cursor.fetchone()
             return 0 if row is None else int(row[0])
 
-        return await self._reader.run(read)
+        return await self._read(read)
 
     async def find(
         self,
@@ -163,7 +118,7 @@ class PostgresReadModelStore(ReadModelStore):
         contains: Mapping[str, str] | None = None,
         limit: int = 1000,
     ) -> list[Document]:
-        return await self._reader.run(
+        return await self._read(
             lambda connection: _find(connection, collection, equals or {}, contains or {}, limit)
         )
 
@@ -176,7 +131,7 @@ class PostgresReadModelStore(ReadModelStore):
             )
             return await cursor.fetchall()
 
-        for key, document in await self._reader.run(fetch):
+        for key, document in await self._read(fetch):
             yield key, dict(document)
 
     async def key_range(self, collection: str, keys: KeyRange) -> list[tuple[str, Document]]:
@@ -191,7 +146,7 @@ class PostgresReadModelStore(ReadModelStore):
             cursor = await connection.execute(query, [*parameters, keys.limit])
             return await cursor.fetchall()
 
-        return [(key, dict(document)) for key, document in await self._reader.run(fetch)]
+        return [(key, dict(document)) for key, document in await self._read(fetch)]
 
     async def count_range(self, collection: str, keys: KeyRange) -> int:
         clauses, parameters = _range_clauses(collection, keys)
@@ -203,7 +158,95 @@ class PostgresReadModelStore(ReadModelStore):
             row = await cursor.fetchone()
             return 0 if row is None else int(row[0])
 
-        return await self._reader.run(count)
+        return await self._read(count)
+
+
+class _SnapshotReads(_PostgresReads):
+    """Reads in one read-only REPEATABLE READ transaction: every statement sees the snapshot
+    its first one took."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    async def _read(self, work: Callable[[Connection], Awaitable[T]]) -> T:
+        return await work(self._connection)
+
+
+class PostgresReadModelStore(_PostgresReads, ReadModelStore):
+    """Writes go through one connection (one projection transaction at a time), reads through
+    another, snapshots through connections of their own; all are reopened after a server
+    restart (``PgConnections``), and a database that is away makes every call raise
+    ``StorageUnavailableError``."""
+
+    def __init__(
+        self,
+        writer: PgConnections,
+        reader: PgConnections,
+        snapshots: PgConnections,
+        changes: ChangeListener | None = None,
+    ) -> None:
+        self._writer = writer
+        self._reader = reader
+        self._snapshots = snapshots
+        self._changes = changes
+
+    @classmethod
+    async def connect(cls, dsn: str, *, schema: str = "public") -> PostgresReadModelStore:
+        what = f"{schema} read models"
+        # A transaction left open by a process that stopped answering is ended by the server:
+        # a writer's holds locks, a snapshot's holds back the vacuum an erasure waits for.
+        idle_limit = f"-c idle_in_transaction_session_timeout={int(TRANSACTION_IDLE_LIMIT * 1000)}"
+        writer = PgConnections(dsn, 1, what, search_path=schema, settings=idle_limit)
+        reader = PgConnections(dsn, 1, what, search_path=schema)
+        snapshots = PgConnections(
+            dsn, SNAPSHOT_CONNECTIONS, what, search_path=schema, settings=idle_limit
+        )
+
+        async def create(connection: Connection) -> None:
+            # Under the schema's creation lock, as the service's other stores: replicas and
+            # migrations starting together failed on the catalog's unique index otherwise.
+            async with creating_schema(connection, schema):
+                await connection.execute(SCHEMA)
+
+        try:
+            await writer.run(create)
+        except BaseException:
+            await writer.close()
+            raise
+        store = cls(writer, reader, snapshots, ChangeListener(dsn, channel_of(schema), what))
+        try:
+            # A snapshot older than the erasure still open: logged, the mark stays for the
+            # next catch-up (or erasure), and the store serves meanwhile.
+            await store.forget_if_pending()
+        except BaseException:
+            await store.close()
+            raise
+        return store
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[DocumentTransaction]:
+        async with self._writer.connection() as connection, connection.transaction():
+            yield _PostgresTransaction(connection, self._changes)
+
+    @asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[DocumentReader]:
+        async with self._snapshots.connection() as connection, connection.transaction():
+            await connection.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            yield _SnapshotReads(connection)
+
+    async def _read(self, work: Callable[[Connection], Awaitable[T]]) -> T:
+        return await self._reader.run(work)
+
+    def watch(self, collection: str, changed: ChangeCallback) -> bool:
+        """Every replica of a service watches the same collections from its bootstrap on,
+        before it applies anything: so every writer of a watched collection notifies."""
+        if self._changes is None:
+            return False
+        self._changes.watch(collection, changed)
+        return True
+
+    def watching(self) -> bool:
+        return self._changes is not None and self._changes.live
 
     async def reset(
         self, projection: str, collections: tuple[str, ...], *, forget: bool = False
@@ -277,6 +320,7 @@ class PostgresReadModelStore(ReadModelStore):
             await self._changes.close()
         await self._writer.close()
         await self._reader.close()
+        await self._snapshots.close()
 
 
 _PUT = (

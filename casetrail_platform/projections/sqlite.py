@@ -24,6 +24,7 @@ from casetrail_platform.projections.port import (
     FORGET_PATIENCE_SECONDS,
     ChangeCallback,
     Document,
+    DocumentReader,
     DocumentTransaction,
     KeyRange,
     ReadModelStore,
@@ -57,7 +58,62 @@ CHECKPOINT_EVERY = 200
 """Read-model commits between two background WAL checkpoints."""
 
 
-class SqliteReadModelStore(ReadModelStore):
+class _SqliteReads(DocumentReader):
+    """Reads on one connection: the store's reader (each statement sees the last commit) or a
+    snapshot's (in a read transaction: every statement sees the commit its first one saw)."""
+
+    def __init__(self, reader: sqlite3.Connection) -> None:
+        self._reader = reader
+
+    async def get(self, collection: str, key: str) -> Document | None:
+        return _get(self._reader, collection, key)
+
+    async def get_many(self, collection: str, keys: Sequence[str]) -> dict[str, Document]:
+        # The keys travel as one JSON array: no limit on how many a statement may bind.
+        rows = self._reader.execute(
+            "SELECT key, document FROM documents WHERE collection = ?"
+            " AND key IN (SELECT value FROM json_each(?))",
+            (collection, json.dumps(list(keys))),
+        ).fetchall()
+        return {key: dict(json.loads(document)) for key, document in rows}
+
+    async def find(
+        self,
+        collection: str,
+        equals: Mapping[str, str | int | bool] | None = None,
+        contains: Mapping[str, str] | None = None,
+        limit: int = 1000,
+    ) -> list[Document]:
+        return _find(self._reader, collection, equals or {}, contains or {}, limit)
+
+    async def applied_position(self, projection: str) -> int:
+        return _position(self._reader, projection)
+
+    async def scan(self, collection: str) -> AsyncIterator[tuple[str, Document]]:
+        rows = self._reader.execute(
+            "SELECT key, document FROM documents WHERE collection = ? ORDER BY key", (collection,)
+        ).fetchall()
+        for key, document in rows:
+            yield key, json.loads(document)
+
+    async def key_range(self, collection: str, keys: KeyRange) -> list[tuple[str, Document]]:
+        clauses, parameters = _range_clauses(collection, keys)
+        order = "DESC" if keys.descending else "ASC"
+        rows = self._reader.execute(
+            f"SELECT key, document FROM documents WHERE {clauses} ORDER BY key {order} LIMIT ?",
+            [*parameters, keys.limit],
+        ).fetchall()
+        return [(key, dict(json.loads(document))) for key, document in rows]
+
+    async def count_range(self, collection: str, keys: KeyRange) -> int:
+        clauses, parameters = _range_clauses(collection, keys)
+        row = self._reader.execute(
+            f"SELECT count(*) FROM documents WHERE {clauses}", parameters
+        ).fetchone()
+        return int(row[0])
+
+
+class SqliteReadModelStore(_SqliteReads, ReadModelStore):
     """``fsync_each_commit=False`` is for read models whose every feed can be replayed from a
     durable source by this store's own tracking: the service's own event store (position
     tracked here) or a bus that re-delivers everything on start (the in-process bus). A commit
@@ -77,6 +133,7 @@ class SqliteReadModelStore(ReadModelStore):
         # Checkpoints copy the WAL back into the file and fsync it: done on the loop's thread
         # they would stall every service of the process, so a background thread does them.
         self._writer.execute("PRAGMA wal_autocheckpoint=0")
+        self._path = path
         self._reader = connect(str(path))
         self._checkpointer = connect(str(path))
         # A cut waiting for a reader sits in SQLite's busy handler, holding the log's write
@@ -107,6 +164,18 @@ class SqliteReadModelStore(ReadModelStore):
             self._writer.execute("COMMIT")
         self._after_commit()
         self._tell(transaction.changed)
+
+    @asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[DocumentReader]:
+        # A connection of its own: the store's reader, shared by every query of the process,
+        # would hold them all to the snapshot. SQLite's write-ahead log lets the writer commit
+        # meanwhile; the read transaction sees the commit its first read saw.
+        connection = connect(str(self._path))
+        try:
+            connection.execute("BEGIN")
+            yield _SqliteReads(connection)
+        finally:
+            connection.close()  # the read transaction ends with it
 
     def watch(self, collection: str, changed: ChangeCallback) -> bool:
         # The embedded read models have one writing process, this one: every change passes
@@ -170,53 +239,6 @@ class SqliteReadModelStore(ReadModelStore):
                         " erasure overwrote, could not be cut while another connection read it)"
                     )
                 await asyncio.sleep(0.05)
-
-    async def get(self, collection: str, key: str) -> Document | None:
-        return _get(self._reader, collection, key)
-
-    async def get_many(self, collection: str, keys: Sequence[str]) -> dict[str, Document]:
-        # The keys travel as one JSON array: no limit on how many a statement may bind.
-        rows = self._reader.execute(
-            "SELECT key, document FROM documents WHERE collection = ?"
-            " AND key IN (SELECT value FROM json_each(?))",
-            (collection, json.dumps(list(keys))),
-        ).fetchall()
-        return {key: dict(json.loads(document)) for key, document in rows}
-
-    async def find(
-        self,
-        collection: str,
-        equals: Mapping[str, str | int | bool] | None = None,
-        contains: Mapping[str, str] | None = None,
-        limit: int = 1000,
-    ) -> list[Document]:
-        return _find(self._reader, collection, equals or {}, contains or {}, limit)
-
-    async def applied_position(self, projection: str) -> int:
-        return _position(self._reader, projection)
-
-    async def scan(self, collection: str) -> AsyncIterator[tuple[str, Document]]:
-        rows = self._reader.execute(
-            "SELECT key, document FROM documents WHERE collection = ? ORDER BY key", (collection,)
-        ).fetchall()
-        for key, document in rows:
-            yield key, json.loads(document)
-
-    async def key_range(self, collection: str, keys: KeyRange) -> list[tuple[str, Document]]:
-        clauses, parameters = _range_clauses(collection, keys)
-        order = "DESC" if keys.descending else "ASC"
-        rows = self._reader.execute(
-            f"SELECT key, document FROM documents WHERE {clauses} ORDER BY key {order} LIMIT ?",
-            [*parameters, keys.limit],
-        ).fetchall()
-        return [(key, dict(json.loads(document))) for key, document in rows]
-
-    async def count_range(self, collection: str, keys: KeyRange) -> int:
-        clauses, parameters = _range_clauses(collection, keys)
-        row = self._reader.execute(
-            f"SELECT count(*) FROM documents WHERE {clauses}", parameters
-        ).fetchone()
-        return int(row[0])
 
     async def reset(
         self, projection: str, collections: tuple[str, ...], *, forget: bool = False

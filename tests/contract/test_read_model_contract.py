@@ -17,6 +17,7 @@ from casetrail_platform.errors import StorageUnavailableError
 from casetrail_platform.projections import sqlite as sqlite_read_models
 from casetrail_platform.projections.port import (
     Document,
+    DocumentReader,
     DocumentTransaction,
     KeyRange,
     Projection,
@@ -116,6 +117,9 @@ class ScanningReadModels(ReadModelStore):
     def transaction(self) -> AbstractAsyncContextManager[DocumentTransaction]:
         return self.inner.transaction()
 
+    def snapshot(self) -> AbstractAsyncContextManager[DocumentReader]:
+        return self.inner.snapshot()
+
     async def get(self, collection: str, key: str) -> Document | None:
         return await self.inner.get(collection, key)
 
@@ -164,6 +168,34 @@ async def test_key_ranges_read_in_byte_order_with_bounds_filters_and_limits(
         assert await store.count_range("index", odd) == 3
         none = KeyRange("c1|", "c1|~", where={"kind": []})
         assert await store.key_range("index", none) == []
+
+
+async def test_a_snapshot_reads_one_commit_whatever_commits_meanwhile(
+    read_models: ReadModelStore,
+) -> None:
+    """A pass reading an index a page at a time sees the commit it began on: a key committed
+    meanwhile behind its cursor and one ahead of it are both left out, never the one read."""
+    index = KeyRange("k", "k~")
+    async with read_models.transaction() as transaction:
+        await transaction.put("index", "k1", {"n": 1})
+        await transaction.set_position("p", 1)
+    async with read_models.snapshot() as view:
+        first = await view.key_range("index", KeyRange("k", "k~", limit=1))
+        async with read_models.transaction() as transaction:
+            await transaction.put("index", "k0", {"n": 0})
+            await transaction.put("index", "k2", {"n": 2})
+            await transaction.put("index", "k1", {"n": 10})
+            await transaction.set_position("p", 2)
+        after_first = KeyRange(first[-1][0], "k~")
+        assert first == [("k1", {"n": 1})]
+        assert await view.key_range("index", after_first) == []
+        assert await view.key_range("index", index) == [("k1", {"n": 1})]
+        assert await view.get("index", "k2") is None
+        assert await view.get_many("index", ["k0", "k1", "k2"]) == {"k1": {"n": 1}}
+        assert await view.count_range("index", index) == 1
+        assert await view.applied_position("p") == 1
+    assert [key for key, _ in await read_models.key_range("index", index)] == ["k0", "k1", "k2"]
+    assert await read_models.applied_position("p") == 2
 
 
 async def test_a_failed_transaction_leaves_nothing_behind(read_models: ReadModelStore) -> None:

@@ -6,6 +6,7 @@ the log's first events, and audit's statement of an export's extent, for tests o
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 from uuid import uuid4
 
 from casetrail_platform.ledger.export import canonical_of_record, proof_attributes
+from casetrail_platform.ledger.export_check import ExportVerification, verify_export
 from casetrail_platform.ledger.export_note import (
     EXPORT_NOTE_ATTRIBUTE,
     ExportExtent,
@@ -25,6 +27,7 @@ from events.catalog.base import CaseEvent, Role
 from events.catalog.cases import CaseOpened, PresentingNeed, ReferralSource, ReferralSourceKind
 from events.catalog.clients import ClientRegistered, PersonName
 from events.catalog.values import NeedCategory
+from events.catalog_registry import default_registry
 from events.cloudevents import from_structured, to_structured
 from events.envelope import Actor, EventMetadata, RecordedEvent
 from events.registry import EventRegistry
@@ -137,3 +140,19 @@ async def signed_lines(
     signer = FileSigner(origin, tmp_path / f"{origin.rsplit('/', 1)[-1]}.key")
     note = await signer.sign_checkpoint(Checkpoint(origin, len(log), tree_root(log, len(log))))
     return [proven_line(log, r, origin, len(log), note) for r in exported], await signer.verifier()
+
+
+async def verified_export(
+    tmp_path: Path, origin: str, log: list[RecordedEvent], exported: list[RecordedEvent]
+) -> ExportVerification:
+    """What `casetrail verify` makes of ``exported`` as its lines stand, each proven in
+    ``origin``'s ``log``, with audit's statement of their extent (audit's log: ``origin``'s
+    agency's)."""
+    lines, key = await signed_lines(tmp_path, origin, log, exported)
+    audit = FileSigner(f"{origin.rsplit('/', 1)[0]}/audit", tmp_path / "audit.key")
+    case_id = next(r.subject for r in exported if r.event.subject_field == "case_id")
+    await with_extent(lines, audit, default_registry(), case_id)
+    text = "".join(json.dumps(line) + "\n" for line in lines)
+    return verify_export(
+        text, default_registry(), {origin: key, audit.name: await audit.verifier()}
+    )

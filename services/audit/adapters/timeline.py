@@ -32,7 +32,8 @@ normal) and audit's own store both carry audit's own access events.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -42,6 +43,7 @@ from casetrail_platform.keys.off_loop import decoding
 from casetrail_platform.policy.facts import Entry, entry_of, stored_order
 from casetrail_platform.projections.port import (
     Document,
+    DocumentReader,
     DocumentTransaction,
     KeyRange,
     Projection,
@@ -317,17 +319,32 @@ async def retire_old_layout(read_models: ReadModelStore) -> None:
 
 
 class ReadModelTimelines:
-    """Reads the timelines the projection wrote (``app.queries.CaseTimelines``)."""
+    """Reads the timelines the projection wrote (``app.queries.CaseTimelines``): from the
+    store's last commit, or from one snapshot of it (``snapshot``)."""
 
-    def __init__(self, read_models: ReadModelStore, registry: EventRegistry) -> None:
+    def __init__(
+        self,
+        read_models: ReadModelStore,
+        registry: EventRegistry,
+        reads: DocumentReader | None = None,
+    ) -> None:
         self._read_models = read_models
         self._registry = registry
+        self._reads: DocumentReader = read_models if reads is None else reads
+        """What the timelines are read from: the store's last commit, or a snapshot's."""
+
+    @asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[ReadModelTimelines]:
+        """The timelines as one commit holds them, whatever the projection applies meanwhile
+        (``ReadModelStore.snapshot``)."""
+        async with self._read_models.snapshot() as view:
+            yield ReadModelTimelines(self._read_models, self._registry, view)
 
     async def facts_of(self, case_id: str) -> list[Entry] | None:
         """The case's fact entries (``None`` when audit has no event of the case)."""
-        if await self._read_models.get(CASES, case_id) is None:
+        if await self._reads.get(CASES, case_id) is None:
             return None
-        document = await self._read_models.get(FACTS, case_id)
+        document = await self._reads.get(FACTS, case_id)
         return [] if document is None else list(document["entries"])
 
     async def page(
@@ -355,7 +372,7 @@ class ReadModelTimelines:
                     and keys.holds(prefix + suffix, _indexed(event, ""))
                 ):
                     found[suffix] = ({}, event, trail)
-            rows = await self._read_models.key_range(trail.index, keys)
+            rows = await self._reads.key_range(trail.index, keys)
             found.update(
                 (key.removeprefix(prefix), (document, None, trail)) for key, document in rows
             )
@@ -370,8 +387,7 @@ class ReadModelTimelines:
             if given is None:
                 wanted.setdefault(trail, []).append(document["event"])
         stored = {
-            trail: await self._read_models.get_many(trail.events, keys)
-            for trail, keys in wanted.items()
+            trail: await self._reads.get_many(trail.events, keys) for trail, keys in wanted.items()
         }
         documents = []
         for _, (document, given, trail) in chosen:
@@ -388,19 +404,19 @@ class ReadModelTimelines:
 
     async def own_position(self) -> int:
         """The position in audit's own store up to which its events are in the timeline."""
-        return await self._read_models.applied_position(TimelineProjection.name)
+        return await self._reads.applied_position(TimelineProjection.name)
 
     async def count(self, case_id: str, query: TimelineQuery) -> int:
         """Events in the whole view (all pages)."""
         total = 0
         for trail, subject, lane in await self._sources(case_id, query):
             keys = _key_range(subject, query, lane, None, 0)
-            total += await self._read_models.count_range(trail.index, keys)
+            total += await self._reads.count_range(trail.index, keys)
         return total
 
     async def client_of(self, case_id: str) -> str | None:
         """The client the case was opened for (None before audit has its opening)."""
-        document = await self._read_models.get(FACTS, case_id)
+        document = await self._reads.get(FACTS, case_id)
         for entry in [] if document is None else document["entries"]:
             if entry["type"] == CaseOpened.event_type:
                 return str(entry["client_id"])
@@ -431,9 +447,9 @@ class ReadModelTimelines:
     async def event(self, event_id: UUID) -> RecordedEvent | None:
         """The event audit received with this id, a case's or a client's (None for another)."""
         for trail in (_CASE_TRAIL, _CLIENT_TRAIL):
-            seen = await self._read_models.get(trail.seen, str(event_id))
+            seen = await self._reads.get(trail.seen, str(event_id))
             if seen is not None:
-                document = await self._read_models.get(trail.events, seen["key"])
+                document = await self._reads.get(trail.events, seen["key"])
                 if document is None:
                     return None
                 return await self._decode(seen["case_id"], document["event"])
@@ -445,7 +461,7 @@ class ReadModelTimelines:
         events: list[RecordedEvent] = []
         low = prefix
         while True:
-            rows = await self._read_models.key_range(
+            rows = await self._reads.key_range(
                 EVENTS, KeyRange(low, prefix + KEY_END, limit=_READ_ALL)
             )
             documents = [document["event"] for _, document in rows]

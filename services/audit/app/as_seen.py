@@ -291,23 +291,26 @@ async def _known(deps: AuditDeps, case_id: str, user_id: str, as_of: datetime) -
     entries: list[policy_facts.Entry] = []
     opened: dict[str, EmergencyAccessOpened] = {}
     query = replace(_OWN, as_of=as_of)
-    async for page in case_pages(deps, case_id, query, EXPORT_PAGE):
-        for recorded in _of_case(page):
-            events += 1
-            if (entry := policy_facts.entry_of(recorded)) is not None:
-                entries.append(entry)
-            event = recorded.event
-            if isinstance(event, EmergencyAccessOpened) and event.grantee_id == user_id:
-                opened[event.grantee_agency_id] = event
+    async with deps.timelines.snapshot() as timelines:
+        async for page in case_pages(timelines, case_id, query, EXPORT_PAGE):
+            for recorded in _of_case(page):
+                events += 1
+                if (entry := policy_facts.entry_of(recorded)) is not None:
+                    entries.append(entry)
+                event = recorded.event
+                if isinstance(event, EmergencyAccessOpened) and event.grantee_id == user_id:
+                    opened[event.grantee_agency_id] = event
     return _Known(events, entries, opened)
 
 
 async def _state(deps: AuditDeps, case_id: str, as_of: datetime) -> CaseState:
     """The case as recorded up to ``as_of``, folded a page at a time."""
     folding = CaseFold(case_id, TimeBasis.RECORDED)
-    async for page in case_pages(deps, case_id, replace(_OWN, as_of=as_of), EXPORT_PAGE):
-        for recorded in _of_case(page):
-            folding.apply(recorded)
+    query = replace(_OWN, as_of=as_of)
+    async with deps.timelines.snapshot() as timelines:
+        async for page in case_pages(timelines, case_id, query, EXPORT_PAGE):
+            for recorded in _of_case(page):
+                folding.apply(recorded)
     return folding.state()
 
 
@@ -326,21 +329,27 @@ async def _attempts_of(
         actor_id=user_id,
     )
     by_agency: dict[str, _Attempts] = {}
-    async for page in case_pages(deps, case_id, query, READS_PAGE):
-        for recorded in page:
-            event = recorded.event
-            if not isinstance(event, RecordAccessed | RecordAccessDenied):
-                continue
-            if event.accessor_id != user_id:
-                continue
-            agency = event.accessor_agency_id or home_agency
-            attempts = by_agency.pop(agency, None) or _Attempts()
-            by_agency[agency] = attempts  # last: the agency of the latest attempt
-            attempts.latest = event
-            if isinstance(event, RecordAccessed):
-                attempts.reads.append(recorded)
-                attempts.reads_total += 1
+    async with deps.timelines.snapshot() as timelines:
+        async for page in case_pages(timelines, case_id, query, READS_PAGE):
+            for recorded in page:
+                _count_attempt(by_agency, recorded, user_id, home_agency)
     return by_agency
+
+
+def _count_attempt(
+    by_agency: dict[str, _Attempts], recorded: RecordedEvent, user_id: str, home_agency: str
+) -> None:
+    """``recorded``, when it is an attempt of ``user_id``'s, counted under its agency."""
+    event = recorded.event
+    if not isinstance(event, RecordAccessed | RecordAccessDenied) or event.accessor_id != user_id:
+        return
+    agency = event.accessor_agency_id or home_agency
+    attempts = by_agency.pop(agency, None) or _Attempts()
+    by_agency[agency] = attempts  # last: the agency of the latest attempt
+    attempts.latest = event
+    if isinstance(event, RecordAccessed):
+        attempts.reads.append(recorded)
+        attempts.reads_total += 1
 
 
 def _entitlement(

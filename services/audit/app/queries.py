@@ -89,6 +89,11 @@ class CaseTimelines(Protocol):
         """Whether audit has received the client's registration."""
         ...
 
+    def snapshot(self) -> contextlib.AbstractAsyncContextManager[CaseTimelines]:
+        """The timelines as one commit holds them, whatever the projection applies meanwhile:
+        what a pass over a case's pages reads (``case_pages``)."""
+        ...
+
 
 @dataclass(frozen=True)
 class AuditDeps:
@@ -321,12 +326,13 @@ async def get_state_as_of(
     case_fields: set[str] = set()
     client: list[RecordedEvent] = []
     query = TimelineQuery(basis, as_of=as_of, without_accesses=True)
-    async for page in case_pages(deps, case_id, query, EXPORT_PAGE):
-        own = [recorded for recorded in page if recorded.event.subject_field == "case_id"]
-        client.extend(recorded for recorded in page if recorded.event.subject_field != "case_id")
-        for recorded in own:
-            folding.apply(recorded)
-        case_fields.update(sensitive_fields_shown(recorded.event for recorded in own))
+    async with deps.timelines.snapshot() as timelines:
+        async for page in case_pages(timelines, case_id, query, EXPORT_PAGE):
+            own = [recorded for recorded in page if recorded.event.subject_field == "case_id"]
+            client.extend(r for r in page if r.event.subject_field != "case_id")
+            for recorded in own:
+                folding.apply(recorded)
+            case_fields.update(sensitive_fields_shown(recorded.event for recorded in own))
     # A moment before the case's first event folds nothing: an empty state whose
     # events_applied of 0 says the case did not exist yet (the console shows it so).
     state = folding.state()
@@ -413,14 +419,16 @@ async def export_case(
     sections: set[RecordSection] = set()
     fields: set[str] = set()
     naming: list[RecordedEvent] = []
-    async for page in case_pages(deps, case_id, query, EXPORT_PAGE):
-        ids.update(recorded.event_id for recorded in page)
-        for recorded in page:
-            extent.add(recorded)
-        events = [recorded.event for recorded in page]
-        sections.update(sections_disclosed(events))
-        fields.update(sensitive_fields_shown(events))
-        naming.extend(r for r in page if r.event_type in NAMING_TYPES)
+    # One snapshot for the whole pass: the extent audit signs is of one state of the case.
+    async with deps.timelines.snapshot() as timelines:
+        async for page in case_pages(timelines, case_id, query, EXPORT_PAGE):
+            ids.update(recorded.event_id for recorded in page)
+            for recorded in page:
+                extent.add(recorded)
+            events = [recorded.event for recorded in page]
+            sections.update(sections_disclosed(events))
+            fields.update(sensitive_fields_shown(events))
+            naming.extend(r for r in page if r.event_type in NAMING_TYPES)
     others = await other_cases(deps, viewer, who, Action.EXPORT, case_id, naming)
     others += await lookalikes(deps, viewer, who, case_id, naming, client_cases)
     shown, redacted = others.view(naming)
@@ -443,12 +451,17 @@ def cursor_after(page: IndexPage) -> PageCursor | None:
 
 
 async def case_pages(
-    deps: AuditDeps, case_id: str, query: TimelineQuery, size: int
+    timelines: CaseTimelines, case_id: str, query: TimelineQuery, size: int
 ) -> AsyncIterator[list[RecordedEvent]]:
-    """The case's view ``query`` from its first page to its last, ``size`` events a page."""
+    """The case's view ``query`` from its first page to its last, ``size`` events a page. A
+    pass that must see the case whole reads a snapshot (``CaseTimelines.snapshot``): pages
+    read apart from the live index while the projection applies events saw one dated after
+    the cursor and missed one of the same stream dated before it (a late write-up), so an
+    export left a hole in its stream and signed that extent, and a state as of a moment folded
+    a reopening without the closure before it."""
     cursor: PageCursor | None = None
     while True:
-        page = await deps.timelines.page(case_id, query, cursor, size)
+        page = await timelines.page(case_id, query, cursor, size)
         if page.entries:
             yield page.entries
         cursor = cursor_after(page)
@@ -459,7 +472,9 @@ async def case_pages(
 async def _pages_of(
     deps: AuditDeps, case_id: str, query: TimelineQuery, ids: set[UUID], others: NamedOthers
 ) -> AsyncIterator[list[RecordedEvent]]:
-    async for page in case_pages(deps, case_id, query, EXPORT_PAGE):
+    # No snapshot: the pages go out at the caller's pace, and the first pass chose their
+    # events (``ids``), whose index keys never move.
+    async for page in case_pages(deps.timelines, case_id, query, EXPORT_PAGE):
         chosen = [recorded for recorded in page if recorded.event_id in ids]
         if chosen:
             yield others.view(chosen)[0]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import date, datetime, timedelta
 from typing import Any, cast
@@ -649,6 +650,16 @@ class _Counting:
     def __init__(self, timelines: queries.CaseTimelines) -> None:
         self._timelines = timelines
         self.most = 0
+
+    @asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[_Counting]:
+        """A snapshot's reads (a pass over the case reads one), counted too."""
+        async with self._timelines.snapshot() as timelines:
+            counting = _Counting(timelines)
+            try:
+                yield counting
+            finally:
+                self.most = max(self.most, counting.most)
 
     def __getattr__(self, name: str) -> Any:
         method = getattr(self._timelines, name)
