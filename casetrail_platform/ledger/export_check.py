@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import itertools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from casetrail_platform.bus.ordering import travels_under_one_key
 from casetrail_platform.ledger import export_note
@@ -55,7 +56,7 @@ from casetrail_platform.ledger.pending import (
 )
 from casetrail_platform.limits import OCCURRED_AT_CLOCK_SKEW
 from events.catalog.cases import CaseOpened
-from events.envelope import RecordedEvent
+from events.envelope import RecordedEvent, to_micros
 from events.errors import InvalidEventError
 from events.registry import EventRegistry
 from events.strict_json import strict_json
@@ -157,6 +158,7 @@ def verify_lines(
     if result.lines == 0:
         result.add_problems("the export holds no events")
     result.add_problems(*whole.gaps())
+    result.add_problems(*whole.out_of_order())
     result.add_problems(*whole.other_cases())
     result.add_problems(*whole.other_clients())
     wrong = whole.wrong_pending(result.checkpoints)
@@ -231,6 +233,8 @@ class _WholeExport:
     """(line, text) of every ``ledgerexportnote``."""
     stream_lines: dict[tuple[str, str], int] = field(default_factory=dict)
     """The lines of each stream (source, stream)."""
+    placed: dict[tuple[str, str], list[_Placed]] = field(default_factory=dict)
+    """The lines of each stream (source, stream) in the export's order."""
     audits: set[str] = field(default_factory=set)
     """Audit's log of each agency whose logs the lines' proofs and marks name, where a key
     of it is given: the keys the statement of the extent may be signed with."""
@@ -548,6 +552,8 @@ class _WholeExport:
         else:
             self.shared_sequences.setdefault(key, []).append(recorded.sequence)
         self.recorded_at.append((recorded.recorded_at, number, event_id))
+        occurred, stored = to_micros(recorded.metadata.occurred_at), to_micros(recorded.recorded_at)
+        self.placed.setdefault(key, []).append(_Placed(number, occurred, stored, recorded.sequence))
         return None
 
     def gaps(self) -> list[str]:
@@ -560,6 +566,74 @@ class _WholeExport:
                     f" holds {len(lines)} of its {max(lines)} events)"
                 )
         return problems
+
+    def out_of_order(self) -> list[str]:
+        """An export holds a case's lines in the order of one clock (``export_case``'s basis:
+        when they occurred, or when they were recorded; the other clock, then the sequence,
+        settling ties), which it does not state: each stream's lines must follow one of the two
+        orders, the same for every stream, by the times their lines carry (their proofs cover
+        them). Each line still proves its event, so lines swapped (a case's reopening before
+        its opening) passed. Not simply by sequence: on the occurred clock a late write-up
+        comes before the stream's events dated after it."""
+        occurred = self._first_out_of_order("occurred")
+        recorded = self._first_out_of_order("recorded")
+        if occurred is None or recorded is None:
+            return []
+        if occurred == recorded:
+            return [
+                f"{occurred.told()}: out of the order of when they occurred and of when they"
+                " were recorded, the orders an export follows (lines were reordered)"
+            ]
+        return [
+            f"{occurred.told()}, out of the order of when they occurred, and {recorded.told()},"
+            " out of the order of when they were recorded: an export follows one of them"
+            " (lines were reordered)"
+        ]
+
+    def _first_out_of_order(self, clock: _Clock) -> _Misplaced | None:
+        """The first two lines of a stream out of ``clock``'s order, in the export's order."""
+        found = []
+        for (source, stream), placed in self.placed.items():
+            for before, after in itertools.pairwise(placed):
+                if after.order(clock) < before.order(clock):
+                    found.append(_Misplaced(source, stream, before, after))
+                    break
+        return min(found, key=lambda misplaced: misplaced.after.number, default=None)
+
+
+_Clock = Literal["occurred", "recorded"]
+
+
+@dataclass(frozen=True)
+class _Placed:
+    """A line of a stream: where it is, and what orders it on either clock."""
+
+    number: int
+    occurred: int
+    recorded: int
+    """Microseconds since the epoch."""
+    sequence: int
+
+    def order(self, clock: _Clock) -> tuple[int, int, int]:
+        """Its place on ``clock`` among its stream's lines (as audit's timeline sorts them)."""
+        if clock == "occurred":
+            return self.occurred, self.recorded, self.sequence
+        return self.recorded, self.occurred, self.sequence
+
+
+@dataclass(frozen=True)
+class _Misplaced:
+    source: str
+    stream: str
+    before: _Placed
+    after: _Placed
+
+    def told(self) -> str:
+        return (
+            f"line {self.after.number}: sequence {self.after.sequence} of stream {self.stream}"
+            f" of {self.source} comes after sequence {self.before.sequence} (line"
+            f" {self.before.number})"
+        )
 
 
 def _verify_line(
