@@ -113,8 +113,6 @@ class Plan:
     """The version the client last agreed to (0: never)."""
     agreements: int = 0
     """How many times the client agreed to the plan: the next agreement's number."""
-    changed_since_agreement: bool = True
-    """True for a draft never agreed, and after any revision since the last agreement."""
     drafted_at: datetime | None = None
     """When the plan was drafted (``None`` when not known: events applied without it)."""
     first_agreed_at: datetime | None = None
@@ -131,10 +129,15 @@ class Plan:
     def ever_agreed(self) -> bool:
         return self.agreements > 0
 
+    @property
+    def changed_since_agreement(self) -> bool:
+        """True for a draft never agreed, and after any change since the last agreement: every
+        change makes the next version, and an agreement is to the version then current."""
+        return self.version != self.agreed_version
+
     def changed(self) -> None:
         """Note a change of what the plan holds: its next version, awaiting agreement."""
         self.version += 1
-        self.changed_since_agreement = True
 
     def version_shown(self, sensitive_shown: bool) -> int:
         """The version as shown to a reader (``sensitive_shown``: one entitled to sensitive
@@ -247,7 +250,6 @@ class CasePlanning:
                 # the version agreed is the current one.
                 self.plan.agreed_version = self.plan.version
                 self.plan.agreements += 1
-                self.plan.changed_since_agreement = False
                 for goal_id in event.goal_ids:
                     agreed = self.plan.goals[goal_id]
                     if not agreed.agreed:
