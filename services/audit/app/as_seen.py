@@ -40,7 +40,13 @@ from events.catalog.access import (
 from events.catalog.base import Role
 from events.catalog.emergency import EmergencyAccessOpened
 from events.envelope import RecordedEvent
-from services.audit.app.queries import EXPORT_PAGE, AuditDeps, authorize_case, case_pages
+from services.audit.app.queries import (
+    EXPORT_PAGE,
+    AuditDeps,
+    CaseTimelines,
+    authorize_case,
+    case_pages,
+)
 from services.audit.domain.access import STATE_SECTIONS
 from services.audit.domain.case_state import CaseFold, CaseState, fold
 from services.audit.domain.errors import CaseNotFound, invalid
@@ -146,26 +152,30 @@ async def case_as_seen(
     answer: Answer | None = None,
 ) -> AsSeen:
     reviewer, allowed = await _reviewed(deps, viewer, case_id, principal)
-    known = await _known(deps, case_id, claims.user_id, as_of)
-    if not known.events:
-        # Tells when the case began: released (recorded, or refused) like any answer.
-        await _release(deps, answer, reviewer, viewer, case_id, allowed, [], [])
-        raise invalid("as_of", "is before the case's first recorded event")
-    facts = policy_facts.fold(case_id, known.entries, as_of=as_of)
-    home = deps.access.home_agency
-    by_agency = await _attempts_of(deps, case_id, claims.user_id, home, as_of)
-    # U is a subject of one agency: another agency's staff of the same name are someone else,
-    # whose attempts and emergency accesses are not U's. Without an agency in the request,
-    # U's is the agency of U's latest attempt, else the home agency.
-    agency = claims.agency or next(reversed(by_agency), home)
-    attempts = by_agency.get(agency, _Attempts())
-    if claims.role is None and attempts.latest is None:
-        # Tells that the user had not read the case by then: released before it is said.
-        await _release(deps, answer, reviewer, viewer, case_id, allowed, [], [])
-    opened = known.opened.get(agency)
-    user, entitlement = _entitlement(claims, opened, attempts.latest, facts, home, as_of)
-
-    state = await _state(deps, case_id, as_of) if entitlement.allowed else None
+    # Every pass reads one snapshot: the facts U's entitlement is decided on, U's attempts and
+    # the state shown are of one commit. Read from a snapshot each, an event delivered between
+    # them (a reassignment recorded before T, late on the bus) was missing from the facts and
+    # in the state: U entitled as the case's worker beside a state naming another worker.
+    async with deps.timelines.snapshot() as timelines:
+        known = await _known(timelines, case_id, claims.user_id, as_of)
+        if not known.events:
+            # Tells when the case began: released (recorded, or refused) like any answer.
+            await _release(deps, answer, reviewer, viewer, case_id, allowed, [], [])
+            raise invalid("as_of", "is before the case's first recorded event")
+        facts = policy_facts.fold(case_id, known.entries, as_of=as_of)
+        home = deps.access.home_agency
+        by_agency = await _attempts_of(timelines, case_id, claims.user_id, home, as_of)
+        # U is a subject of one agency: another agency's staff of the same name are someone
+        # else, whose attempts and emergency accesses are not U's. Without an agency in the
+        # request, U's is the agency of U's latest attempt, else the home agency.
+        agency = claims.agency or next(reversed(by_agency), home)
+        attempts = by_agency.get(agency, _Attempts())
+        if claims.role is None and attempts.latest is None:
+            # Tells that the user had not read the case by then: released before it is said.
+            await _release(deps, answer, reviewer, viewer, case_id, allowed, [], [])
+        opened = known.opened.get(agency)
+        user, entitlement = _entitlement(claims, opened, attempts.latest, facts, home, as_of)
+        state = await _state(timelines, case_id, as_of) if entitlement.allowed else None
     message = rendering.render(
         state or fold(case_id, [], TimeBasis.RECORDED), entitlement.sensitive
     )
@@ -286,36 +296,33 @@ def _of_case(page: Sequence[RecordedEvent]) -> list[RecordedEvent]:
     return [recorded for recorded in page if recorded.event.subject_field == "case_id"]
 
 
-async def _known(deps: AuditDeps, case_id: str, user_id: str, as_of: datetime) -> _Known:
+async def _known(timelines: CaseTimelines, case_id: str, user_id: str, as_of: datetime) -> _Known:
     events = 0
     entries: list[policy_facts.Entry] = []
     opened: dict[str, EmergencyAccessOpened] = {}
     query = replace(_OWN, as_of=as_of)
-    async with deps.timelines.snapshot() as timelines:
-        async for page in case_pages(timelines, case_id, query, EXPORT_PAGE):
-            for recorded in _of_case(page):
-                events += 1
-                if (entry := policy_facts.entry_of(recorded)) is not None:
-                    entries.append(entry)
-                event = recorded.event
-                if isinstance(event, EmergencyAccessOpened) and event.grantee_id == user_id:
-                    opened[event.grantee_agency_id] = event
+    async for page in case_pages(timelines, case_id, query, EXPORT_PAGE):
+        for recorded in _of_case(page):
+            events += 1
+            if (entry := policy_facts.entry_of(recorded)) is not None:
+                entries.append(entry)
+            event = recorded.event
+            if isinstance(event, EmergencyAccessOpened) and event.grantee_id == user_id:
+                opened[event.grantee_agency_id] = event
     return _Known(events, entries, opened)
 
 
-async def _state(deps: AuditDeps, case_id: str, as_of: datetime) -> CaseState:
+async def _state(timelines: CaseTimelines, case_id: str, as_of: datetime) -> CaseState:
     """The case as recorded up to ``as_of``, folded a page at a time."""
     folding = CaseFold(case_id, TimeBasis.RECORDED)
-    query = replace(_OWN, as_of=as_of)
-    async with deps.timelines.snapshot() as timelines:
-        async for page in case_pages(timelines, case_id, query, EXPORT_PAGE):
-            for recorded in _of_case(page):
-                folding.apply(recorded)
+    async for page in case_pages(timelines, case_id, replace(_OWN, as_of=as_of), EXPORT_PAGE):
+        for recorded in _of_case(page):
+            folding.apply(recorded)
     return folding.state()
 
 
 async def _attempts_of(
-    deps: AuditDeps, case_id: str, user_id: str, home_agency: str, as_of: datetime
+    timelines: CaseTimelines, case_id: str, user_id: str, home_agency: str, as_of: datetime
 ) -> dict[str, _Attempts]:
     """``user_id``'s latest attempt on the case (read or refused) and latest reads as recorded
     up to ``as_of``, by the agency they were made as (an access recorded with none: the home
@@ -329,10 +336,9 @@ async def _attempts_of(
         actor_id=user_id,
     )
     by_agency: dict[str, _Attempts] = {}
-    async with deps.timelines.snapshot() as timelines:
-        async for page in case_pages(timelines, case_id, query, READS_PAGE):
-            for recorded in page:
-                _count_attempt(by_agency, recorded, user_id, home_agency)
+    async for page in case_pages(timelines, case_id, query, READS_PAGE):
+        for recorded in page:
+            _count_attempt(by_agency, recorded, user_id, home_agency)
     return by_agency
 
 

@@ -14,28 +14,40 @@ from typing import Any
 
 import pytest
 
+from casetrail.audit.v1 import audit_pb2
 from casetrail_platform.ledger.note import origin_of
+from casetrail_platform.policy.home_agency import DEFAULT_HOME_AGENCY
 from casetrail_platform.projections.port import ReadModelStore
 from casetrail_platform.projections.runner import BusProjectionHandler
+from events.catalog.access import AccessPurpose, RecordAccessed, RecordSection
+from events.catalog.assignment import CaseReassigned
+from events.catalog.base import Role
 from events.catalog.cases import CaseReopened
 from events.catalog.monitoring import ContactKind, ContactLogged
+from events.envelope import Actor
 from services.audit.adapters.timeline import ReadModelTimelines, TimelineProjection
-from services.audit.app import queries
+from services.audit.app import as_seen, queries
 from services.audit.app.queries import AuditDeps
 from services.audit.domain.history import TimeBasis
+from services.audit.entrypoints import reviews
 from tests.support.backends import read_models_on
 from tests.support.exported import verified_export
 from tests.unit.audit.support import (
     AUDITOR,
     CASE,
+    COORDINATOR,
     DAY,
     T0,
+    TEAM,
     Producer,
     assessed,
     assigned,
     closed,
+    coordination,
     opened,
 )
+
+WORKER = "worker-ana"
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -135,3 +147,75 @@ async def test_a_state_as_of_a_moment_read_while_a_late_closure_arrives_is_one_t
     # The case as it stood when the read began: opened, assessed, assigned.
     assert (racing.events_applied, racing.status) == (before.events_applied, before.status)
     assert (before.events_applied, after.events_applied) == (3, 5)
+
+
+async def test_a_case_as_a_user_saw_it_read_while_a_reassignment_arrives_is_one_that_was(
+    deps: AuditDeps, read_models: ReadModelStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GetCaseAsSeen reads the case three times (the facts U's entitlement is decided on, U's
+    reads, the state shown): each of one commit, and the three of one commit too. Read from
+    three snapshots, a reassignment recorded before T and delivered between them was missing
+    from the facts and in the state: worker-ana was answered entitled as the case's worker
+    beside a state naming another worker, a case the record never held."""
+    desk, office = Producer("casetrail/intake", f"case-{CASE}"), coordination()
+    access = coordination()
+    access.stream = f"access-{CASE}"
+    ana = Actor(WORKER, Role.SOCIAL_WORKER)
+    handler = BusProjectionHandler(read_models, TimelineProjection(), service="audit")
+    for recorded in [
+        desk.record(opened(), occurred_at=T0),
+        office.record(assigned(), occurred_at=T0 + DAY, actor=COORDINATOR),
+        access.record(worker_read(), occurred_at=T0 + 3 * DAY, actor=ana),
+    ]:
+        await handler(recorded)
+    # Handed to worker-ben on day 2, delivered to audit late (another service's topic).
+    reassignment = office.record(reassigned(), occurred_at=T0 + 2 * DAY, actor=COORDINATOR)
+    as_of = T0 + 3 * DAY + timedelta(hours=1)
+    claims = as_seen.UserClaims(WORKER)
+
+    async def seen() -> as_seen.AsSeen:
+        rendering = reviews.state_rendering(as_of)
+        return await as_seen.case_as_seen(deps, AUDITOR, CASE, claims, as_of, rendering)
+
+    before = await seen()
+
+    async def deliver() -> None:
+        await handler(reassignment)
+
+    delivering_before_second_page(monkeypatch, deliver)
+    racing = await seen()
+    after = await seen()
+
+    def told(answer: as_seen.AsSeen) -> tuple[str, str, int]:
+        state = answer.state
+        assert isinstance(state, audit_pb2.CaseState)
+        return answer.entitlement.rule, state.assignment.worker_id, state.events_applied
+
+    assert told(before) == ("assigned-worker", WORKER, 2)
+    assert told(after) == ("no-relationship", "", 0)
+    # The case as it stood when the review began.
+    assert told(racing) == told(before)
+
+
+def worker_read() -> RecordAccessed:
+    return RecordAccessed(
+        case_id=CASE,
+        accessor_id=WORKER,
+        accessor_role=Role.SOCIAL_WORKER,
+        accessor_agency_id=DEFAULT_HOME_AGENCY,
+        purpose=AccessPurpose.DIRECT_CARE,
+        sections=(RecordSection.IDENTITY,),
+        rule="assigned-worker",
+        policy_version="2026.12-2",
+    )
+
+
+def reassigned() -> CaseReassigned:
+    return CaseReassigned(
+        case_id=CASE,
+        previous_worker_id=WORKER,
+        worker_id="worker-ben",
+        worker_role=Role.SOCIAL_WORKER,
+        worker_team=TEAM,
+        reason="Ana moved to another team",
+    )
