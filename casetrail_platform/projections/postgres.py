@@ -230,8 +230,9 @@ class PostgresReadModelStore(_PostgresReads, ReadModelStore):
 
     @asynccontextmanager
     async def snapshot(self) -> AsyncIterator[DocumentReader]:
-        async with self._snapshots.connection() as connection, connection.transaction():
-            await connection.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        async with self._snapshots.transaction(
+            "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
+        ) as connection:
             yield _SnapshotReads(connection)
 
     async def _read(self, work: Callable[[Connection], Awaitable[T]]) -> T:

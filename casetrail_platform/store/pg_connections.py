@@ -152,6 +152,27 @@ class PgConnections:
         async with self.connection() as connection:
             return await work(connection)
 
+    @contextlib.asynccontextmanager
+    async def transaction(self, *first: str) -> AsyncIterator[Connection]:
+        """A transaction on one connection, ``first`` run as its first statements (``SET
+        TRANSACTION ...``): committed on normal exit, rolled back on error. Begun again once on
+        a fresh connection if the connection was lost before it was handed out (an idle
+        connection the restarted server no longer knows), as ``run`` runs its work again:
+        nothing ran in it yet. A snapshot failed UNAVAILABLE once the database was back."""
+        for last_try in (False, True):
+            used: Connection | None = None
+            handed_out = False
+            try:
+                async with self.connection() as used, used.transaction():
+                    for statement in first:
+                        await used.execute(statement)
+                    handed_out = True
+                    yield used
+                return
+            except StorageUnavailableError:
+                if handed_out or last_try or used is None or not _lost(used):
+                    raise
+
     async def close(self) -> None:
         for connection in list(self._all):
             with contextlib.suppress(psycopg.Error):

@@ -494,6 +494,27 @@ async def test_a_lost_connection_is_reopened_and_the_call_retried(
     assert await store.last_position() == 2
 
 
+async def test_a_snapshot_begun_on_a_lost_connection_is_begun_again_on_a_fresh_one(
+    dsn: str, schema: str, admin: psycopg.AsyncConnection[Any]
+) -> None:
+    """A snapshot (audit's export, state as of a moment, case as seen) after the server
+    restarted, as the store's other reads: before it began, nothing ran in it, so it is begun
+    again, where it failed UNAVAILABLE once the database was back."""
+    read_models = await PostgresReadModelStore.connect(dsn, schema=schema)
+    try:
+        async with read_models.transaction() as transaction:
+            await transaction.put("cases", "case-1", {"notes": 1})
+        async with read_models.snapshot() as view:
+            assert await view.get("cases", "case-1") == {"notes": 1}
+
+        assert await _terminate(admin, schema, "%") >= 3  # writer, listener, snapshot's
+
+        async with read_models.snapshot() as view:
+            assert await view.get("cases", "case-1") == {"notes": 1}
+    finally:
+        await read_models.close()
+
+
 async def test_bad_input_is_refused_naming_the_field(store: PostgresEventStore) -> None:
     naive = touched("1")
     naive = replace(naive, metadata=replace(naive.metadata, occurred_at=datetime(2026, 1, 1)))
