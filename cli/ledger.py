@@ -164,7 +164,7 @@ async def _verify_store(options: argparse.Namespace) -> int:
     from casetrail_platform.errors import StorageConfigurationError
     from casetrail_platform.ledger.directory import LedgerDirectory
     from casetrail_platform.ledger.hosting import open_ledger_store
-    from casetrail_platform.ledger.note import open_checkpoint
+    from casetrail_platform.ledger.note import NoteError, open_checkpoint
     from casetrail_platform.ledger.port import LedgerNotCreated
     from casetrail_platform.ledger.verify import VerificationWorkerDied, verify_store
     from casetrail_platform.private_files import small_text
@@ -186,7 +186,17 @@ async def _verify_store(options: argparse.Namespace) -> int:
             print(f"{options.keys} holds no public key named {origin}", file=sys.stderr)
             return 2
     else:
-        verifier = await directory.verifier(options.service)
+        try:
+            verifier = await directory.verifier(options.service)
+        except (OSError, NoteError) as error:
+            # The keys file configured as audit's (the service's own ledger.pub that cannot be
+            # read is no key): bounded and named as --keys is, never a traceback.
+            print(
+                f"CASETRAIL_LEDGER_PUBLIC_KEYS {infra.ledger_public_keys}: cannot read the"
+                f" public keys: {error}",
+                file=sys.stderr,
+            )
+            return 2
     trusted = []
     if options.checkpoint:
         if verifier is None:

@@ -126,6 +126,26 @@ def test_a_keys_or_checkpoint_file_too_large_for_one_is_refused_naming_it(
     assert f"larger than {limit:,} bytes" in err
 
 
+@pytest.mark.parametrize("keys_file", ["missing", "not keys"])
+def test_a_configured_keys_file_that_cannot_be_read_is_named(
+    keys_file: str,
+    data_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``CASETRAIL_LEDGER_PUBLIC_KEYS`` (audit's keys file, which verify-store reads before the
+    service's own ``ledger.pub``) missing or holding no keys: one line naming it, exit 2, as an
+    unreadable ``--keys`` (a traceback before)."""
+    path = data_dir / "keys.txt"
+    if keys_file == "not keys":
+        path.write_text("not a verifier key\n")
+    monkeypatch.setenv("CASETRAIL_LEDGER_PUBLIC_KEYS", str(path))
+
+    assert casetrail_exit("verify-store", "intake", "--data-dir", str(data_dir)) == 2
+    err = capsys.readouterr().err
+    assert f"CASETRAIL_LEDGER_PUBLIC_KEYS {path}: cannot read the public keys: " in err
+
+
 def test_a_services_published_keys_too_large_for_one_are_refused_naming_the_file(
     data_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
