@@ -296,6 +296,7 @@ async def _rotate(options: argparse.Namespace) -> int:
     from casetrail_platform.ledger.hosting import (
         checkpoint_record,
         install_rotated_key,
+        key_path,
         open_ledger,
     )
     from casetrail_platform.ledger.keys import FileSigner
@@ -317,6 +318,12 @@ async def _rotate(options: argparse.Namespace) -> int:
     if not await asyncio.to_thread(new_key.is_file):
         # FileSigner would generate a key there: a typo must not become a key nobody kept.
         print(f"--new-key {new_key}: no such file", file=sys.stderr)
+        return 2
+    old_key = key_path(infra.data_dir, service)
+    if infra.ledger_signer is None and not await asyncio.to_thread(old_key.is_file):
+        # Nor the log's own key: FileSigner would generate one there and publish it over
+        # ledger.pub, the old key's only record beside the store. A lost key is no rotation.
+        print(f"{old_key}: no such file: the log's key, which signs the handover", file=sys.stderr)
         return 2
     try:
         new_signer = await asyncio.to_thread(FileSigner, origin_of(infra.agency, service), new_key)

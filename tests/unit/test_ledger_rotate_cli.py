@@ -160,6 +160,27 @@ def test_rotate_is_refused_while_the_service_runs_or_with_nothing_new_to_sign(
     assert not list(data_dir.glob("intake/ledger.key.retired-*"))
 
 
+def test_a_log_whose_key_is_not_at_hand_is_refused_and_no_key_made_up(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The old key not where the command reads it (not copied there on the distributed
+    backend, moved away): a key was generated in its place and published over ``ledger.pub``,
+    then the handover refused as a tampered ledger, so verify-store failed the intact store."""
+    new_key = tmp_path / "new" / "ledger.key"
+    FileSigner(ORIGIN, new_key)
+    key = key_path(data_dir, "intake")
+    published = key.with_suffix(".pub").read_text()
+    key.rename(tmp_path / "kept-elsewhere.key")
+    rotate = ["ledger", "rotate", "intake", "--new-key", str(new_key), "--data-dir", str(data_dir)]
+
+    assert casetrail_exit(*rotate) == 2
+    assert f"{key}: no such file: the log's key" in capsys.readouterr().err
+    assert not key.exists()
+    assert key.with_suffix(".pub").read_text() == published
+    assert casetrail_exit("verify-store", "intake", "--data-dir", str(data_dir)) == 0
+    assert "OK: the store is the tree its checkpoints signed" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(
     ("content", "problem"),
     [
