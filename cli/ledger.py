@@ -164,7 +164,7 @@ async def _verify_store(options: argparse.Namespace) -> int:
     from casetrail_platform.errors import StorageConfigurationError
     from casetrail_platform.ledger.directory import LedgerDirectory
     from casetrail_platform.ledger.hosting import open_ledger_store
-    from casetrail_platform.ledger.note import NoteError, open_checkpoint
+    from casetrail_platform.ledger.note import open_checkpoint
     from casetrail_platform.ledger.port import LedgerNotCreated
     from casetrail_platform.ledger.verify import VerificationWorkerDied, verify_store
     from casetrail_platform.private_files import small_text
@@ -186,17 +186,7 @@ async def _verify_store(options: argparse.Namespace) -> int:
             print(f"{options.keys} holds no public key named {origin}", file=sys.stderr)
             return 2
     else:
-        try:
-            verifier = await directory.verifier(options.service)
-        except (OSError, NoteError) as error:
-            # The keys file configured as audit's (the service's own ledger.pub that cannot be
-            # read is no key): bounded and named as --keys is, never a traceback.
-            print(
-                f"CASETRAIL_LEDGER_PUBLIC_KEYS {infra.ledger_public_keys}: cannot read the"
-                f" public keys: {error}",
-                file=sys.stderr,
-            )
-            return 2
+        verifier = await _published_keys(infra, options.service)
     trusted = []
     if options.checkpoint:
         if verifier is None:
@@ -257,6 +247,24 @@ async def _verify_store(options: argparse.Namespace) -> int:
     return 1
 
 
+async def _published_keys(infra: Infrastructure, service: str) -> LogKeys | None:
+    """The service's log keys as published where the command runs (``LedgerDirectory.verifier``:
+    the keys file configured as audit's, the key port or its ``ledger.pub``); ``None`` when
+    none is. A configured keys file that cannot be read stops the command naming it, as an
+    unreadable ``--keys`` does (a ``ledger.pub`` that cannot be read is no key), never a
+    traceback."""
+    from casetrail_platform.ledger.directory import LedgerDirectory
+    from casetrail_platform.ledger.note import NoteError
+
+    try:
+        return await LedgerDirectory(infra).verifier(service)
+    except (OSError, NoteError) as error:
+        raise SystemExit(
+            f"CASETRAIL_LEDGER_PUBLIC_KEYS {infra.ledger_public_keys}: cannot read the public"
+            f" keys: {error}"
+        ) from None
+
+
 async def _published_mark(
     infra: Infrastructure, service: str, verifier: LogKeys
 ) -> list[Checkpoint] | None:
@@ -305,7 +313,7 @@ async def _rotate(options: argparse.Namespace) -> int:
         HandoverRefused,
         LedgerTampered,
     )
-    from casetrail_platform.ledger.note import ScheduledKey, origin_of
+    from casetrail_platform.ledger.note import ScheduledKey, origin_of, schedule_of
     from casetrail_platform.locking.serving import alone
     from cli.stores import has_local_store, infrastructure, where_stored
 
@@ -330,6 +338,20 @@ async def _rotate(options: argparse.Namespace) -> int:
     except (OSError, ValueError) as error:
         print(f"--new-key {new_key}: {error}", file=sys.stderr)
         return 2
+    published = await _published_keys(infra, service)
+    new_verifier = await new_signer.verifier()
+    # The retired keys (the current one is LedgerLog.hand_over's to refuse): a key signs one
+    # range of its log (note.parse_verifiers refuses one listed again, else a retired key could
+    # extend the log), so handed back to one the log had a schedule no keys file holds, and
+    # ledger.pub read as no key at all.
+    for kept in schedule_of(published).keys[:-1] if published is not None else ():
+        if kept.verifier == new_verifier:
+            print(
+                f"--new-key {new_key}: the log was signed with this key before"
+                f" ({kept.sizes()}): rotate to a key it never had",
+                file=sys.stderr,
+            )
+            return 2
     async with alone(infra, service, "ledger") as nobody_serves:
         if not nobody_serves:
             print(

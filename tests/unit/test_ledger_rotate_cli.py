@@ -181,6 +181,34 @@ def test_a_log_whose_key_is_not_at_hand_is_refused_and_no_key_made_up(
     assert "OK: the store is the tree its checkpoints signed" in capsys.readouterr().out
 
 
+def test_a_log_is_never_handed_back_to_a_key_it_retired(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Handed back to its first key, the log was signed by one key over two ranges, which no
+    keys file holds (a key listed again is refused): ``ledger.pub`` became no keys file, read as
+    no key, and verify-store then said OK with no signature checked."""
+    first = tmp_path / "first.key"
+    first.write_bytes(key_path(data_dir, "intake").read_bytes())
+    first.chmod(0o600)
+    second = tmp_path / "second" / "ledger.key"
+    FileSigner(ORIGIN, second)
+    rotate = ["ledger", "rotate", "intake", "--data-dir", str(data_dir), "--new-key"]
+    assert casetrail_exit(*rotate, str(second)) == 0
+    asyncio.run(grow(data_dir, 2, sign=False))
+    published = key_path(data_dir, "intake").with_suffix(".pub").read_text()
+    capsys.readouterr()
+
+    assert casetrail_exit(*rotate, str(first)) == 2
+    assert (
+        f"--new-key {first}: the log was signed with this key before (sizes 0 to 15)"
+        in capsys.readouterr().err
+    )
+    assert key_path(data_dir, "intake").read_bytes() == second.read_bytes()
+    assert key_path(data_dir, "intake").with_suffix(".pub").read_text() == published
+    assert casetrail_exit("verify-store", "intake", "--data-dir", str(data_dir)) == 0
+    assert "OK: the store is the tree its checkpoints signed" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(
     ("content", "problem"),
     [
