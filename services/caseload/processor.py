@@ -64,6 +64,7 @@ from services.caseload.domain import (
 from services.caseload.readiness import Readiness
 from services.caseload.recording import AccessRecorder
 from services.caseload.routing import OwnerRouter
+from services.caseload.server_log import server_logger
 from services.caseload.settings import (
     CaseloadSettings,
     require_https_beyond_loopback,
@@ -325,11 +326,13 @@ def build_app(settings: CaseloadSettings, registry: EventRegistry | None = None)
         # request's line and headers are whole (bytes arriving do not restart it): by default
         # an hour, so a client sending a byte now and then held a connection that long. Its
         # lingering time bounds the rest of a body the views never read (already 10 s; set so
-        # that one constant says it).
+        # that one constant says it). Its log of a request it cannot read or answer never
+        # repeats the request (``server_log``: a header, a bearer token among them).
         web_application_options={
             "handler_args": {
                 "keepalive_timeout": limits.HTTP_REQUEST_SECONDS,
                 "lingering_time": limits.HTTP_REQUEST_SECONDS,
+                "logger": server_logger(),
             }
         },
     )

@@ -375,15 +375,10 @@ async def test_a_certificate_bound_token_is_refused_and_nothing_is_recorded(
     assert it.recorded == []
 
 
-async def test_a_token_byte_that_is_not_utf8_is_refused_over_http_not_a_500(
-    tmp_path: Path, issuer: TestIssuer, caplog: pytest.LogCaptureFixture
-) -> None:
-    """aiohttp keeps a header byte that is not UTF-8 as a lone surrogate; in the token's
-    payload PyJWT failed to encode it (UnicodeEncodeError): a bare 500 and a traceback logged
-    (review h-web). Now 401 TOKEN_MALFORMED, by the verifier, over a real connection."""
+async def _sent_to_the_views(tmp_path: Path, issuer: TestIssuer, request: bytes) -> bytes:
+    """``request``'s bytes as they are, to the views of a caseload app over a real connection;
+    the answer read until the server closes (the request says ``Connection: close``)."""
     import asyncio
-    import json
-    import logging
 
     from casetrail_platform.identity.settings import IssuerSettings
     from services.caseload.processor import build_app
@@ -398,27 +393,73 @@ async def test_a_token_byte_that_is_not_utf8_is_refused_over_http_not_a_500(
             audit_address="127.0.0.1:1",
         )
     )
-    header, payload, signature = issuer.mint("james.liu", "auditor").encode().split(b".")
-    token = header + b"." + payload[:-1] + b"\xff." + signature
     web: Any = app.web
     web.init_server()
     await web.start_server()
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(
-            b"GET /caseload/ HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
-            b"Authorization: Bearer " + token + b"\r\n\r\n"
-        )
+        writer.write(request)
         await writer.drain()
         answer = await reader.read()
         writer.close()
     finally:
         await web.stop_server()
+    return answer
+
+
+async def test_a_token_byte_that_is_not_utf8_is_refused_over_http_not_a_500(
+    tmp_path: Path, issuer: TestIssuer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """aiohttp keeps a header byte that is not UTF-8 as a lone surrogate; in the token's
+    payload PyJWT failed to encode it (UnicodeEncodeError): a bare 500 and a traceback logged
+    (review h-web). Now 401 TOKEN_MALFORMED, by the verifier, over a real connection."""
+    import json
+    import logging
+
+    header, payload, signature = issuer.mint("james.liu", "auditor").encode().split(b".")
+    token = header + b"." + payload[:-1] + b"\xff." + signature
+    answer = await _sent_to_the_views(
+        tmp_path,
+        issuer,
+        b"GET /caseload/ HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+        b"Authorization: Bearer " + token + b"\r\n\r\n",
+    )
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.split(b"\r\n")[0] == b"HTTP/1.1 401 Unauthorized", answer[:200]
     assert json.loads(body)["reason"] == "TOKEN_MALFORMED"
     assert b"Cache-Control: no-store" in head
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+@pytest.mark.parametrize("stray", [b"\r", b"\x01"], ids=["carriage-return", "control"])
+async def test_a_header_the_views_cannot_read_is_logged_without_the_token_it_holds(
+    tmp_path: Path, issuer: TestIssuer, caplog: pytest.LogCaptureFixture, stray: bytes
+) -> None:
+    """aiohttp refuses a header line holding a stray carriage return (a token file saved with
+    CRLF line endings) or a control character 400, and logged its error at ERROR with the
+    exception's words, which repeat the line whole: the caller's valid bearer token was in the
+    processor's log. The server's log now tells the error's type and place only."""
+    import logging
+
+    token = issuer.mint("james.liu", "auditor")
+    answer = await _sent_to_the_views(
+        tmp_path,
+        issuer,
+        b"GET /caseload/ HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+        + f"Authorization: Bearer {token}".encode()
+        + stray
+        + b"\r\n\r\n",
+    )
+    assert answer.split(b"\r\n")[0].split()[1] == b"400", answer[:200]
+    logged = [
+        record.getMessage()
+        + (logging.Formatter().formatException(record.exc_info) if record.exc_info else "")
+        for record in caplog.records
+    ]
+    told = [text for text in logged if "Error handling request" in text]
+    assert told, logged
+    assert all("BadHttpMessage" in text for text in told), told
+    assert not [text for text in logged if token in text]
 
 
 async def test_a_forged_part_is_on_audits_record_whatever_the_callers_role(
