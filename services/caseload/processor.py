@@ -181,6 +181,7 @@ class CaseloadApp(faust.App):
     def on_rebalance_start(self) -> None:
         # Told first: the views stop answering before anything of the rebalance happens.
         self.readiness.rebalance_started()
+        cast(OwnerRouter, self.router).rebalance_started()
         super().on_rebalance_start()
 
     async def _on_partitions_assigned(self, assigned: set[TP], generation_id: int = 0) -> None:

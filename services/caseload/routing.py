@@ -101,6 +101,9 @@ class OwnerRouter(Router):
             certificate, key, _ = web_tls.files
             self.ssl_context.load_cert_chain(certificate, key)
         self._pools: dict[str, aiohttp.ClientSession] = {}
+        self._former_members: frozenset[URL] = frozenset()
+        """The group's processes in the assignment before the rebalance under way or last
+        ended (``rebalance_started``)."""
 
     async def route_req(self, table_name: str, key: Any, web: Any, request: Any) -> Any:
         """The owner's answer (its status and body), or ``SameNode`` when this process owns
@@ -185,6 +188,16 @@ class OwnerRouter(Router):
             URL(process): frozenset(p for partitions in topics.values() for p in partitions)
             for process, topics in self.table_metadata(table_name).items()
         }
+
+    def rebalance_started(self) -> None:
+        """Keep the group's processes as the assignment now ending gives them: one that has not
+        seen the rebalance yet (its session lost, or stopping) gathers under it a while, and
+        asks the others for parts (``former_members``)."""
+        self._former_members = frozenset(URL(process) for process in self.tables_metadata())
+
+    def former_members(self) -> frozenset[URL]:
+        """The group's processes in the assignment before the latest rebalance."""
+        return self._former_members
 
     def is_this_process(self, process: URL) -> bool:
         return self.same_process(process, str(self.app.conf.canonical_url))
