@@ -76,8 +76,13 @@ class EventRegistry:
         model seals, the rest alike (``FieldProtection.erased``), and the key destroyed as far
         as this reader can tell (``FieldProtection.client_erased``: a reader holding the
         client's live key refuses markers in place of the values it reads)."""
-        protection = self._protection()
-        return protection.erased(upcast) == published and protection.client_erased(published)
+        return self._protection().erased(upcast) == published and self.client_erased(published)
+
+    def client_erased(self, event: CaseEvent) -> bool:
+        """Whether this reader takes the key that seals ``event`` as destroyed: what a value
+        of it reading as the erasure marker may stand for (``FieldProtection.client_erased``;
+        always, for a reader holding no keys)."""
+        return self._protection().client_erased(event)
 
     def holds_in_clear(
         self, event_type: str, stored_version: int, stored: bytes, event_id: str | UUID

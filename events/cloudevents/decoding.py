@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -207,7 +207,11 @@ def _decode(
         label = reader.label(STORED_DATA_ATTRIBUTE)
         stored_event = _upcast_stored(form, event_type, event_id, registry, label)
         difference = _difference(
-            stored_event.model_dump(mode="json"), event.model_dump(mode="json"), received, "data"
+            stored_event.model_dump(mode="json"),
+            event.model_dump(mode="json"),
+            received,
+            "data",
+            lambda: registry.client_erased(event),
         )
         # Published once its client's key was destroyed, ``data`` holds the erasure marker at
         # every sealed leaf, whatever the stored form holds there (a default, a clear value):
@@ -285,21 +289,26 @@ def _upcast_stored(
         raise UndecodableMessageError(located, event_type) from None
 
 
-def _difference(upcast: Any, event: Any, received: Any, path: str) -> str | None:
+def _difference(
+    upcast: Any, event: Any, received: Any, path: str, erased: Callable[[], bool]
+) -> str | None:
     """Where the upcast stored data first differs from the event decoded from ``received``
     (the data as it came, before opening), or ``None``. A value sealed in ``received`` that this
     reader could not open (it reads as the erasure marker: key destroyed, or none held) is not
-    compared: the stored form may hold it sealed differently or, once upcast, in a shape whose
-    sealed parts open as markers in other places."""
+    compared, while ``erased()`` (this reader takes the event's client as erased, or holds no
+    keys): the stored form may hold it sealed differently or, once upcast, in a shape whose
+    sealed parts open as markers in other places. Otherwise such a value names a key other than
+    the client's live one (another client's destroyed key opens as a marker unchecked), so it
+    is compared as any: a record so altered on its way is no erasure."""
     if upcast == event:
         return None
     unopened = isinstance(received, str) and received.startswith(CIPHERTEXT_PREFIX)
-    if unopened and event in ERASED_FORMS:
+    if unopened and event in ERASED_FORMS and erased():
         return None
     if isinstance(upcast, dict) and isinstance(event, dict):
         for name in sorted(upcast.keys() | event.keys()):
             inner = received.get(name) if isinstance(received, dict) else None
-            found = _difference(upcast.get(name), event.get(name), inner, f"{path}.{name}")
+            found = _difference(upcast.get(name), event.get(name), inner, f"{path}.{name}", erased)
             if found is not None:
                 return found
         return None
@@ -307,7 +316,7 @@ def _difference(upcast: Any, event: Any, received: Any, path: str) -> str | None
         items = received if isinstance(received, list) else []
         for index, (left, right) in enumerate(zip(upcast, event, strict=True)):
             inner = items[index] if index < len(items) else None
-            found = _difference(left, right, inner, f"{path}[{index}]")
+            found = _difference(left, right, inner, f"{path}[{index}]", erased)
             if found is not None:
                 return found
         return None

@@ -307,13 +307,21 @@ def _received_erased(record: RecordedEvent, reader: EventRegistry, path: str) ->
     publishes (``FieldProtection.erased``: the marker at every sealed leaf), whether or not
     its client was erased; its stored form, which the ledger's proof hashes, as it is."""
     erased = json.loads(encode(FieldProtection.erased(record.event)))
+    return _received_with(record, reader, path, erased)
+
+
+def _received_with(
+    record: RecordedEvent, reader: EventRegistry, path: str, data: dict[str, object]
+) -> RecordedEvent:
+    """``record`` decoded by ``reader`` as it came on ``path`` with ``data`` in place of its
+    own; its stored form as it is."""
     if path == "json-lines":
-        [decoded] = from_json_lines(json.dumps(to_structured(record) | {"data": erased}), reader)
+        [decoded] = from_json_lines(json.dumps(to_structured(record) | {"data": data}), reader)
         return decoded
     kafka = to_kafka_binary(record)
-    value = erased
+    value: object = data
     if _header(kafka, KAFKA_CONTENT_TYPE_HEADER) == STRUCTURED_CONTENT_TYPE.encode():
-        value = json.loads(kafka.value) | {"data": erased}  # a stored form holding clear values
+        value = json.loads(kafka.value) | {"data": data}  # a stored form holding clear values
     return _decode(KafkaRecord(kafka.key, kafka.headers, json.dumps(value).encode()), reader)
 
 
@@ -359,6 +367,62 @@ def test_markers_in_place_of_values_a_reader_holding_the_live_key_reads_are_refu
     assert writer.protection is not None
     keyring_of(writer).table.destroy(writer.protection.owner_of(event))
     erased = _received_erased(record, writer, path)
+    assert all(v in ERASED_FORMS for v in sensitive_values(erased.event).values())
+    assert canonical_of_record(erased) == leaf
+
+
+def _sealed_under(value: object, owner: str) -> object:
+    """``value`` (parsed JSON) with every sealed value in it naming ``owner``'s key instead."""
+    if isinstance(value, dict):
+        return {name: _sealed_under(item, owner) for name, item in value.items()}
+    if isinstance(value, list):
+        return [_sealed_under(item, owner) for item in value]
+    if isinstance(value, str) and value.startswith("ct1~"):
+        return f"ct1~{owner}~1~{'A' * 40}"
+    return value
+
+
+@pytest.mark.parametrize("path", ["kafka", "json-lines"])
+@pytest.mark.parametrize("in_clear", [False, True], ids=["stored-sealed", "stored-in-clear"])
+@pytest.mark.parametrize(
+    "event",
+    [event for event in legacy_example_events() if _sealed_current(event)],
+    ids=lambda e: f"{e.event_type}-v1",
+)
+def test_values_sealed_under_another_clients_destroyed_key_are_refused_by_the_live_keys_reader(
+    event: CaseEvent, in_clear: bool, path: str
+) -> None:
+    """A sealed value naming another client's destroyed key opens as the erasure marker,
+    unchecked (no key is left to check it with), and a value sealed in ``data`` that a reader
+    could not open went uncompared with the stored form whatever the key: data so altered on
+    the way read erased to a reader holding the client's live key, delivered (the proof, which
+    hashes the stored form, still passing) where the markers themselves are refused. Such a
+    value is compared, as any, unless the reader takes the client as erased."""
+    writer = protected()
+    event_id = uuid4()
+    if in_clear:
+        record, leaf = _stored(event, build_registry(), event_id)
+        record = _read_again(record, record.stored_form, writer)
+    else:
+        record, leaf = _stored(event, writer, event_id)
+    assert writer.protection is not None
+    keyring = keyring_of(writer)
+    keyring.encryption_key("client-gone")
+    keyring.destroy("client-gone")  # another client, erased
+    forged = _sealed_under(to_structured(record)["data"], "client-gone")
+    assert isinstance(forged, dict)
+
+    with pytest.raises(UndecodableMessageError) as refused:
+        _received_with(record, writer, path, forged)
+    [problem] = refused.value.problems
+    assert problem.field.endswith(STORED.removeprefix(KAFKA_HEADER_PREFIX))
+    assert problem.problem.startswith(
+        "does not upcast to the event's data (first difference at data."
+    )
+
+    # Once the client's own key is destroyed every sealed value reads erased, as published.
+    keyring.table.destroy(writer.protection.owner_of(event))
+    erased = _received_with(record, writer, path, forged)
     assert all(v in ERASED_FORMS for v in sensitive_values(erased.event).values())
     assert canonical_of_record(erased) == leaf
 
