@@ -8,7 +8,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaTimeoutError
+from aiokafka.errors import InvalidReplicationFactorError, KafkaTimeoutError
 
 from casetrail_platform.bus.errors import is_retriable
 from casetrail_platform.bus.kafka_settings import KafkaSettings
@@ -65,8 +65,13 @@ async def close_quietly(client: Any, grace: float) -> None:
 
 def transient(error: BaseException) -> bool:
     """Whether a client failure may pass once the broker is reachable again."""
-    # aiokafka marks its own timeouts non-retriable, yet for us they mean "broker away".
-    return is_retriable(error) or isinstance(error, KafkaTimeoutError)
+    # aiokafka marks its own timeouts non-retriable, yet for us they mean "broker away". So is
+    # a topic's creation refused for its replication factor: KRaft refuses it while the brokers
+    # are fenced (just restarted, not caught up with the controller yet), and the factor itself
+    # was taken by the case-event topic's creation at the start.
+    return is_retriable(error) or isinstance(
+        error, KafkaTimeoutError | InvalidReplicationFactorError
+    )
 
 
 def describe(error: BaseException) -> str:
