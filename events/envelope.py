@@ -340,13 +340,17 @@ class RecordedEvent(_Slots):
         if known is None:
             form = self.stored_form
             registry = self._registry
-            known = (
-                form is not None
-                and registry is not None
-                and registry.holds_in_clear(
-                    self.event_type, form.schema_version, form.data, self._event_id_as_stored()
+            try:
+                known = (
+                    form is not None
+                    and registry is not None
+                    and registry.holds_in_clear(
+                        self.event_type, form.schema_version, form.data, self._event_id_as_stored()
+                    )
                 )
-            )
+            except InvalidEventError as error:
+                # As for ``event``: the server's data, never a refusal of the caller's input.
+                raise UnreadableStoredEventError(self.stream, self.sequence, error) from error
             object.__setattr__(self, "_stored_in_clear", known)
         return known
 

@@ -18,6 +18,7 @@ from itertools import count
 
 from casetrail_platform.bus.deadletter import DeadLetter
 from casetrail_platform.bus.delivery import Decoder, Deliverer, commit_offsets, decoder_for
+from casetrail_platform.bus.encoding import bus_records
 from casetrail_platform.bus.errors import is_outage
 from casetrail_platform.bus.message import BusMessage, as_headers, past_last_of
 from casetrail_platform.bus.ordering import SequenceGuard
@@ -31,7 +32,6 @@ from casetrail_platform.bus.port import (
 )
 from casetrail_platform.bus.retry import RetryPolicy, never_set
 from casetrail_platform.telemetry.metrics import forget_consumer_lag, observe_consumer_lag
-from events.cloudevents import to_kafka_binary
 from events.envelope import RecordedEvent
 from events.registry import EventRegistry
 from events.topics import DEFAULT_CASE_EVENTS_TOPIC, check_topic_name
@@ -255,7 +255,7 @@ class InProcessPublisher(EventPublisher):
 
     async def publish(self, records: Sequence[RecordedEvent]) -> None:
         # Encode everything first so that a bad record leaves the log untouched.
-        encoded = [to_kafka_binary(record) for record in records]
+        encoded = bus_records(records)
         for kafka_record, record in zip(encoded, records, strict=True):
             self._bus.append(
                 self._topic, kafka_record.key, kafka_record.value, kafka_record.headers, record

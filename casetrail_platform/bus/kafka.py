@@ -22,6 +22,7 @@ from aiokafka.errors import (
 )
 from aiokafka.partitioner import DefaultPartitioner
 
+from casetrail_platform.bus.encoding import bus_records
 from casetrail_platform.bus.errors import PublishError
 from casetrail_platform.bus.kafka_clients import close_quietly, describe, new_producer, transient
 from casetrail_platform.bus.kafka_consumer import KafkaGroupMember
@@ -39,7 +40,7 @@ from casetrail_platform.bus.port import (
 )
 from casetrail_platform.bus.retry import RetryPolicy, never_set, sleep_unless_stopped
 from casetrail_platform.bus.topics import TopicSettings, ensure_dead_letter_topics
-from events.cloudevents import KafkaRecord, to_kafka_binary
+from events.cloudevents import KafkaRecord
 from events.envelope import RecordedEvent
 from events.registry import EventRegistry
 from events.topics import DEFAULT_CASE_EVENTS_TOPIC, check_topic_name, dead_letter_topic
@@ -117,7 +118,7 @@ class KafkaEventPublisher(EventPublisher):
     async def enqueue(self, records: Sequence[RecordedEvent]) -> Acknowledgement:
         if not records:
             return already_acknowledged()
-        encoded = [to_kafka_binary(record) for record in records]
+        encoded = bus_records(records)
         async with self._lock:
             if self._stopped:
                 raise PublishError("the Kafka publisher is stopped")

@@ -12,15 +12,22 @@ import pytest
 from grpc_health.v1 import health, health_pb2
 
 from casetrail_platform.bus.errors import PublishError
+from casetrail_platform.bus.inprocess import InProcessBus
+from casetrail_platform.bus.kafka import KafkaEventPublisher
 from casetrail_platform.bus.port import Acknowledgement, EventPublisher
 from casetrail_platform.checkpoints import InMemoryCheckpointStore
 from casetrail_platform.hosting import watch_outbox
 from casetrail_platform.outbox import OutboxRelay
 from casetrail_platform.parking import ParkingLot
+from casetrail_platform.store.port import NO_STREAM
 from casetrail_platform.store.sqlite import SqliteEventStore
 from casetrail_platform.store.sqlite_parking import SqliteParkingLot
-from events.envelope import RecordedEvent
-from tests.support.sample_events import note, sample_registry
+from events.catalog.base import CaseEvent
+from events.envelope import NewEvent, RecordedEvent
+from events.registry import EventRegistry
+from events.topics import DEFAULT_CASE_EVENTS_TOPIC
+from tests.contract.bus_conftest import kafka_test_settings
+from tests.support.sample_events import NoteWritten, note, sample_registry
 from tests.support.waiting import eventually, health_reports
 
 NAME = "casetrail.test.outbox"
@@ -401,3 +408,52 @@ async def test_a_replica_leading_again_goes_on_from_where_the_other_one_left(
 
     positions = [record.position for record in publisher.published]
     assert positions == list(range(1, await store.last_position() + 1))
+
+
+class NoteWrittenPastTheRules(CaseEvent):
+    """``NoteWritten`` as an older release stored one: version 1, with a field version 2's
+    model refuses, so that it no longer upcasts (``UnreadableStoredEventError``)."""
+
+    event_type = NoteWritten.event_type
+    schema_version = 1
+    case_id: str
+    text: str
+    mood: str
+
+
+async def test_a_stored_record_that_no_longer_decodes_is_parked_and_the_rest_flows(
+    tmp_path: Path,
+) -> None:
+    """Published upcast, it cannot be encoded: the relay failed on it for good, round after
+    round, and nothing of any case stored after it reached the bus."""
+    path = tmp_path / "unreadable.db"
+    older = await SqliteEventStore.open(path, EventRegistry([NoteWrittenPastTheRules]))
+    unreadable = NoteWrittenPastTheRules(case_id="a", text="one", mood="sad")
+    await older.append("case-a", [NewEvent(unreadable, note("a").metadata)], NO_STREAM)
+    await older.close()
+    store = await SqliteEventStore.open(path, sample_registry())
+    try:
+        await add(store, "a", "two")
+        await add(store, "b", "one", "two")
+        bus = InProcessBus()
+        parking: ParkingLot = SqliteParkingLot(store)
+        relay = OutboxRelay(
+            store, bus.publisher(), InMemoryCheckpointStore(), "relay", parking=parking
+        )
+
+        await publish_until_settled(relay)
+
+        on_the_bus = [m.recorded for m in bus.messages(DEFAULT_CASE_EVENTS_TOPIC)]
+        assert [(r.subject, r.sequence) for r in on_the_bus if r] == [("b", 1), ("b", 2)]
+        parked = await parking.parked("relay")
+        assert [(r.key, r.sequence) for r in parked] == [("a", 1), ("a", 2)]
+        assert "does not decode" in parked[0].reason
+        assert "sad" not in repr(parked)
+        assert (await relay.status()).lag == 0
+        # The Kafka publisher refuses it alike, before anything is sent.
+        [stored, _] = await store.read_stream("case-a")
+        with pytest.raises(PublishError) as refused:
+            await KafkaEventPublisher(kafka_test_settings()).enqueue([stored])
+        assert refused.value.refused
+    finally:
+        await store.close()
