@@ -49,14 +49,17 @@ async def correct_date_of_birth(
     """Decided under the lock a registration of the corrected person takes: a registration
     racing the correction sees it, or the correction sees the registration (the directory is
     caught up by the next registration that could match, under the same lock). A retry of
-    one recorded gets its first answer without waiting for the cases' closures
-    (``recorded_before``): a closure since, or a log trailing, changes nothing it did."""
+    one recorded gets its first answer without waiting for the cases' closures or checking the
+    caller's part in them (``recorded_before``): a closure since, a transfer since, or a log
+    trailing, changes nothing it did."""
     require_role(context.actor.role, Action.CORRECT_CLIENT)
     correction = correction_of(command, today)
-    case_ids = await access.require_client_correction(principal, correction.client_id)
+    # Before the caller's right is checked: a worker's rests on an assignment a transfer ends,
+    # and the retry of a correction they recorded gets its first answer, not that refusal.
     earlier = await recorded_before(store, SOURCE, context)
     if earlier is not None:
         return recorded_of(correction.client_id, earlier)
+    case_ids = await access.require_client_correction(principal, correction.client_id)
     client = client_from(await store.read_stream(client_stream(correction.client_id)))
     if client is None:
         raise NotFound("client", correction.client_id)

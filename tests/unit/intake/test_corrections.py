@@ -27,7 +27,7 @@ from casetrail_platform.projections.runner import catch_up
 from casetrail_platform.projections.sqlite import SqliteReadModelStore
 from casetrail_platform.store.sqlite import SqliteEventStore
 from cli.rpc import Person
-from events.catalog.assignment import CaseAssigned
+from events.catalog.assignment import CaseAssigned, CaseReassigned
 from events.catalog.base import Role
 from events.catalog.clients import ClientDateOfBirthCorrected, ClientRegistered, PersonName
 from services.intake.adapters.case_closures import ClosureLog
@@ -369,3 +369,51 @@ async def test_a_retried_correction_is_answered_while_the_closures_trail(
         return False
 
     assert await correct(ClosureLog(read_models, never)) == first
+
+
+async def test_a_retried_correction_is_answered_after_the_case_was_transferred(
+    intake: Intake,
+) -> None:
+    """The retry of a correction the assigned worker recorded gets its first answer once the
+    case is transferred away from them (a retry is answered as the first, README "Idempotent
+    commands"), not the NO_RELATIONSHIP a new correction of theirs gets."""
+    client_id, case_id = await client_with_case(intake)
+    worker = Person("worker-ana", "case_manager", team="team-north")
+    assert intake.infra.inprocess_bus is not None
+    publish = intake.infra.inprocess_bus.publisher(intake.infra.topic).publish
+    assigned = CaseAssigned(
+        case_id=case_id,
+        worker_id=worker.user_id,
+        worker_role=Role.CASE_MANAGER,
+        worker_team="team-north",
+        reason="Home care and transport",
+    )
+    await publish([recorded(assigned, f"case-{case_id}", 2, source="casetrail/coordination")])
+    sent = correcting(client_id, context=as_person(worker))
+
+    async def corrected_by_the_worker() -> intake_pb2.CorrectClientDateOfBirthResponse | None:
+        try:
+            answer: intake_pb2.CorrectClientDateOfBirthResponse
+            answer = await intake.stub.CorrectClientDateOfBirth(sent)
+        except grpc.aio.AioRpcError:
+            return None  # the assignment has not reached intake's facts yet
+        return answer
+
+    first = await eventually(corrected_by_the_worker, "the assigned worker corrects")
+    moved = CaseReassigned(
+        case_id=case_id,
+        previous_worker_id=worker.user_id,
+        worker_id="worker-bo",
+        worker_role=Role.CASE_MANAGER,
+        worker_team="team-north",
+        reason="Ana on leave",
+    )
+    await publish([recorded(moved, f"case-{case_id}", 3, source="casetrail/coordination")])
+    again = correcting(client_id, "1941-07-12", context=as_person(worker))
+    again.context.idempotency_key = "another-key"
+    code, status = await refusal(intake.stub.CorrectClientDateOfBirth(again))
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+    assert details(status, error_details_pb2.ErrorInfo)[0].reason == "NO_RELATIONSHIP"
+
+    assert await intake.stub.CorrectClientDateOfBirth(sent) == first
+    assert await birth_date(intake, client_id) == "1941-06-12"
