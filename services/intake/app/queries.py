@@ -7,7 +7,7 @@ entrypoint runs them too, to refuse a request's bad fields together with its con
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import date
 
@@ -38,6 +38,10 @@ CLIENT_SECTIONS = (RecordSection.IDENTITY,)
 REFUSED_CANDIDATE_FIELDS = ("client_id", "same_name_and_date_of_birth", "shared_identifier_schemes")
 """What RegisterClient's refusal shows of each candidate (no personal value: a trailer), recorded
 as the fields read of its identity."""
+Fits = Callable[[Sequence[DuplicateCandidate]], bool]
+"""Whether an answer naming these candidates stays within its bound (the entrypoint measures
+it: each candidate's name and shared identifiers, up to 500 characters of up to 4 bytes each,
+so a count alone does not bound an answer)."""
 CLIENT_SEARCH = "client-search"
 """Where a duplicate search refused outright is recorded: it names no client or case (audit's
 access log of this id lists such refusals)."""
@@ -95,10 +99,12 @@ async def find_possible_duplicates(
     principal: Principal,
     reader: QueryContext,
     query: FindDuplicates,
+    fits: Fits = lambda _: True,
 ) -> tuple[list[DuplicateCandidate], list[Disclosure], bool]:
-    """The candidates the policy lets ``principal`` see, their disclosures for
-    ``AccessControl.release`` (the caller records them before answering), and whether a match
-    key named more clients than a lookup answers (``FoundCandidates.truncated``).
+    """The candidates the policy lets ``principal`` see, as many as the answer holds
+    (``fits``, ``disclosed_candidates``), their disclosures for ``AccessControl.release`` (the
+    caller records them before answering), and whether a match key named more clients than a
+    lookup answers (``FoundCandidates.truncated``) or the answer held fewer than were shown.
 
     A role no rule lets read a client is refused (and recorded under ``CLIENT_SEARCH``) before
     anything is looked up. A candidate the policy refuses is left out of the answer and its
@@ -111,10 +117,10 @@ async def find_possible_duplicates(
     # Catching up is safe beside registrations and other replicas (it only moves forward).
     await directory.refresh()
     found = await directory.candidates(probe)
-    shown, disclosures = await disclosed_candidates(
-        store, access, principal, reader.purpose, found.candidates
+    shown, disclosures, cut = await disclosed_candidates(
+        store, access, principal, reader.purpose, found.candidates, fits=fits
     )
-    return shown, disclosures, found.truncated and len(shown) == len(found.candidates)
+    return shown, disclosures, cut or (found.truncated and len(shown) == len(found.candidates))
 
 
 async def disclosed_candidates(
@@ -124,11 +130,15 @@ async def disclosed_candidates(
     purpose: AccessPurpose,
     candidates: Sequence[DuplicateCandidate],
     shown_fields: Sequence[str] = (),
-) -> tuple[list[DuplicateCandidate], list[Disclosure]]:
+    fits: Fits = lambda _: True,
+) -> tuple[list[DuplicateCandidate], list[Disclosure], bool]:
     """Of ``candidates``, those the policy lets ``principal`` see (each decided like
     ``GetClient``), with their disclosures (one per case allowing it, as ``client_decisions``);
     a refused one's refusal is recorded.
-    ``shown_fields``: what of each is shown, when narrower than its identity (a refusal's)."""
+    ``shown_fields``: what of each is shown, when narrower than its identity (a refusal's).
+    ``fits``: whether an answer showing these candidates stays within its bound; the first
+    allowed candidate past it ends the list (the first is always shown), neither shown nor
+    recorded, nor any after it: the third value says the list was cut so."""
     shown: list[DuplicateCandidate] = []
     disclosures: list[Disclosure] = []
     for candidate in candidates:
@@ -142,12 +152,14 @@ async def disclosed_candidates(
                     principal, Action.READ_CLIENT, purpose, decided[0][0], decided[0][1]
                 )
             continue
+        if shown and not fits([*shown, candidate]):
+            return shown, disclosures, True
         shown.append(candidate)
         disclosures.extend(
             Disclosure(case_id, decision, None, (), CLIENT_SECTIONS, tuple(shown_fields))
             for case_id, decision in allowing
         )
-    return shown, disclosures
+    return shown, disclosures, False
 
 
 def registration_purpose(role: Role) -> AccessPurpose:

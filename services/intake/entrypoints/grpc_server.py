@@ -141,12 +141,15 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
         recorded = registration.recorded
         # The duplicates the caller said this person is not are people too: only those the
         # policy lets the caller see are named, each recorded (a refused one's refusal too).
-        acknowledged = await self._shown(principal, registration.acknowledged_duplicates, context)
+        acknowledged, cut = await self._shown(
+            principal, registration.acknowledged_duplicates, context
+        )
         return intake_pb2.RegisterClientResponse(
             client_id=recorded.subject_id,
             version=recorded.version,
             event_ids=recorded.event_ids,
             acknowledged_duplicates=[to_proto.candidate(c) for c in acknowledged],
+            acknowledged_duplicates_truncated=cut,
         )
 
     async def _shown(
@@ -154,20 +157,21 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
         principal: Principal,
         candidates: Sequence[DuplicateCandidate],
         context: Context | None = None,
-    ) -> list[DuplicateCandidate]:
-        """Of a registration's possible duplicates, those the policy lets the caller see,
-        recorded before they are sent (decided and recorded as ``FindPossibleDuplicates``
-        does, under the purpose the matrix gives the caller's role: a registration states
-        none); a refused one is left out and its refusal recorded."""
+    ) -> tuple[list[DuplicateCandidate], bool]:
+        """Of a registration's possible duplicates, those the policy lets the caller see, as
+        many as the answer holds (and whether it held fewer), recorded before they are sent
+        (decided and recorded as ``FindPossibleDuplicates`` does, under the purpose the matrix
+        gives the caller's role: a registration states none); a refused one is left out and its
+        refusal recorded."""
         if not candidates:
-            return []
+            return [], False
         access = self._deps.access
         purpose = queries.registration_purpose(principal.role)
-        shown, disclosures = await queries.disclosed_candidates(
-            self._deps.store, access, principal, purpose, candidates
+        shown, disclosures, cut = await queries.disclosed_candidates(
+            self._deps.store, access, principal, purpose, candidates, fits=to_proto.candidates_fit
         )
         await access.release(context, principal, purpose, disclosures, action=Action.READ_CLIENT)
-        return shown
+        return shown, cut
 
     async def _disclosed(self, principal: Principal, error: PossibleDuplicateClient) -> Exception:
         """The refusal to send: the candidates the policy lets the caller see, as many as its
@@ -177,23 +181,15 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
         nor recorded; the refusal says there are more."""
         access = self._deps.access
         purpose = queries.registration_purpose(principal.role)
-        shown: list[DuplicateCandidate] = []
-        disclosures: list[Disclosure] = []
-        more = False
-        for candidate in error.candidates:
-            allowed, disclosed = await queries.disclosed_candidates(
-                self._deps.store,
-                access,
-                principal,
-                purpose,
-                [candidate],
-                queries.REFUSED_CANDIDATE_FIELDS,
-            )
-            if allowed and shown and not _fits([*shown, *allowed]):
-                more = True
-                break
-            shown += allowed
-            disclosures += disclosed
+        shown, disclosures, more = await queries.disclosed_candidates(
+            self._deps.store,
+            access,
+            principal,
+            purpose,
+            error.candidates,
+            queries.REFUSED_CANDIDATE_FIELDS,
+            fits=_fits,
+        )
         await access.release(None, principal, purpose, disclosures, action=Action.READ_CLIENT)
         if not shown:
             return RuleBroken(
@@ -466,7 +462,13 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
         access = self._deps.access
         principal = principal_of(context)
         found, disclosures, truncated = await queries.find_possible_duplicates(
-            self._deps.store, self._deps.directory, access, principal, reader, query
+            self._deps.store,
+            self._deps.directory,
+            access,
+            principal,
+            reader,
+            query,
+            fits=to_proto.candidates_fit,
         )
         response = intake_pb2.FindPossibleDuplicatesResponse(
             candidates=[to_proto.candidate(c) for c in found], truncated=truncated

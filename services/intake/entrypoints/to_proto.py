@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import date, datetime
 
 from google.protobuf import timestamp_pb2
@@ -11,7 +11,7 @@ from google.rpc import error_details_pb2
 
 from casetrail.common.v1 import common_pb2
 from casetrail.intake.v1 import intake_pb2
-from casetrail_platform.grpc_platform.answer_caps import Cap, cut
+from casetrail_platform.grpc_platform.answer_caps import ENTRY_FRAMING, Cap, cut
 from casetrail_platform.grpc_platform.errors import ERROR_DOMAIN
 from events.catalog.cases import ReferralSource
 from events.catalog.clients import PersonalIdentifier, PersonName
@@ -67,6 +67,21 @@ def candidate(found: DuplicateCandidate) -> intake_pb2.DuplicateCandidate:
         shared_identifiers=identifiers(found.shared_identifiers),
         shared_identifier_schemes=_schemes(found),
     )
+
+
+CANDIDATES_BYTES = 3 * 1024 * 1024
+"""What the candidates of one answer take at most (``FindPossibleDuplicates``', the
+acknowledged duplicates ``RegisterClient`` answers). Each is answered with its name and the
+identifiers it shares, up to about 190 KB (100 identifiers of 500 three-byte characters fit
+its registration's event): 28 such were past gRPC's 4 MiB, an answer that never reaches the
+caller, after every candidate's read was recorded (and a registration's retry is answered the
+same)."""
+
+
+def candidates_fit(found: Sequence[DuplicateCandidate]) -> bool:
+    """Whether ``found`` stays within ``CANDIDATES_BYTES`` as an answer lists them."""
+    size = sum(candidate(each).ByteSize() + ENTRY_FRAMING for each in found)
+    return size <= CANDIDATES_BYTES
 
 
 def refused_candidate(found: DuplicateCandidate) -> intake_pb2.DuplicateCandidate:
