@@ -15,6 +15,7 @@ import yaml
 from tests.k8s.apiserver import ApiServer
 from tests.k8s.render import (
     PROFILES,
+    RELEASE,
     Rendered,
     helm_template,
     kafka_pod_names,
@@ -63,6 +64,39 @@ def test_the_server_accepts_what_the_profiles_leave_out(
     helm: Tools, apiserver: ApiServer, profile: str, setting: str
 ) -> None:
     result = helm_template(helm, PROFILES[profile], "--set", setting)
+    assert result.returncode == 0, result.stderr
+    applied = apiserver.dry_run(result.stdout, "--server-side", "--field-manager=casetrail-check")
+    assert applied.returncode == 0, applied.stderr
+
+
+@pytest.mark.parametrize(
+    ("release", "setting"),
+    [
+        # A subscriber named after the 2-1-1 helpline: its groups' prefix, 211., is a number.
+        (RELEASE, "kafka.subscribers[0].name=211"),
+        (RELEASE, "kafka.caseEventsTopic=2024"),
+        (RELEASE, "kafka.cluster.storage.storageClass=1"),
+        (RELEASE, "kafka.tls.caSecret=2024"),
+        (RELEASE, "networkPolicy.kedaNamespace=2024"),
+        (RELEASE, "database.name=on"),
+        (RELEASE, "database.owner=yes"),
+        (RELEASE, "secrets.database=2024"),
+        (RELEASE, "database.cluster.storage.storageClass=1"),
+        (RELEASE, "database.cluster.operatorNamespace=2024"),
+        (RELEASE, "metrics.prometheusRule.alerts.deadLetters.for=0"),
+        ("211", "logLevel=INFO"),
+    ],
+)
+def test_the_server_accepts_names_yaml_would_read_as_numbers_or_booleans(
+    helm: Tools, apiserver: ApiServer, release: str, setting: str
+) -> None:
+    """A name the schema takes is printed as a string wherever it goes: printed bare, 2024 or
+    211. was read as a number and on or yes as a boolean, where the API server takes only a
+    string (a KafkaUser's ACL, a KafkaTopic's topicName, a label's value), and the install
+    failed."""
+    result = helm_template(
+        helm, PROFILES["large-production-monitored"], "--set-string", setting, release=release
+    )
     assert result.returncode == 0, result.stderr
     applied = apiserver.dry_run(result.stdout, "--server-side", "--field-manager=casetrail-check")
     assert applied.returncode == 0, applied.stderr

@@ -86,7 +86,7 @@ so that two topics never share one object.
 
 {{- define "casetrail.labels" -}}
 app.kubernetes.io/name: casetrail
-app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/instance: {{ .root.Release.Name | quote }}
 app.kubernetes.io/component: {{ .component }}
 app.kubernetes.io/part-of: casetrail
 app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
@@ -99,7 +99,7 @@ helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version }}
 
 {{- define "casetrail.selectorLabels" -}}
 app.kubernetes.io/name: casetrail
-app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/instance: {{ .root.Release.Name | quote }}
 app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
@@ -107,7 +107,7 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "casetrail.releasePods" -}}
 matchLabels:
   app.kubernetes.io/name: casetrail
-  app.kubernetes.io/instance: {{ .Release.Name }}
+  app.kubernetes.io/instance: {{ .Release.Name | quote }}
 {{- end -}}
 
 {{/* By digest when one is given (a tag can be pushed again; a digest names one image). */}}
