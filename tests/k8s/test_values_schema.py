@@ -251,6 +251,33 @@ def test_network_policies_without_a_way_to_the_token_issuer_are_refused(
     assert accepted.returncode == 0, accepted.stderr
 
 
+@pytest.mark.parametrize(
+    ("values", "named"),
+    [
+        ("networkPolicy:\n  issuerEgress: [{to: [], ports: [{port: 443}]}]\n", "issuerEgress"),
+        (
+            "kafka:\n  bootstrapServers: k:9093\n  cluster:\n    create: false\n"
+            "networkPolicy:\n  kafkaEgress: [{to: []}]\n",
+            "kafkaEgress",
+        ),
+        (
+            "database:\n  host: db\n  cluster:\n    create: false\n"
+            "networkPolicy:\n  databaseEgress: [{to: [], ports: [{port: 5432}]}]\n",
+            "databaseEgress",
+        ),
+    ],
+)
+def test_an_egress_rule_to_no_peer_is_refused(
+    helm: Tools, tmp_path: Path, values: str, named: str
+) -> None:
+    """An egress rule whose `to` is empty matches every destination: the token issuer's rule
+    given `to: []` let every service and the caseload views reach any address on 443, and
+    Kafka's all of them on every port, where the rule was to name the one server."""
+    message = refused(helm, tmp_path, values)
+    assert f"/networkPolicy/{named}/0/to" in message
+    assert "minItems" in message
+
+
 @pytest.mark.parametrize("hours", ["0", "721", "-1", "soon"])
 def test_an_emergency_review_delay_out_of_range_is_refused(
     helm: Tools, tmp_path: Path, hours: str
