@@ -278,6 +278,37 @@ def test_an_egress_rule_to_no_peer_is_refused(
     assert "minItems" in message
 
 
+@pytest.mark.parametrize("where", ["commonLabels", "metrics.podMonitor.labels"])
+@pytest.mark.parametrize(
+    "labels",
+    [
+        {"cost centre": "east"},
+        {"cost-centre": "east / social services"},
+        {"app.kubernetes.io/instance": "agency"},
+        {"strimzi.io/cluster": "reporting"},
+    ],
+)
+def test_labels_the_api_server_or_the_chart_would_refuse_are_refused(
+    helm: Tools, tmp_path: Path, where: str, labels: dict[str, str]
+) -> None:
+    """Labels beside the chart's own: a key or value that is no label's was refused by the API
+    server on every object, and a key the chart sets itself was printed twice in one manifest
+    (kubeconform -strict: key "app.kubernetes.io/instance" already set in map; kubectl keeping
+    the last)."""
+    *parents, last = where.split(".")
+    values: dict[str, object] = {last: labels}
+    for parent in reversed(parents):
+        values = {parent: values}
+    message = refused(helm, tmp_path, yaml.safe_dump(values))
+    (key,) = labels
+    assert f"'{key}'" in message or f"/{where.replace('.', '/')}/{key}" in message
+    accepted = {"cost-centre": "east", "example.org/team": "intake_a"}
+    custom = tmp_path / "accepted.yaml"
+    custom.write_text(yaml.safe_dump({"commonLabels": accepted}))
+    result = helm_template(helm, ("values-small.yaml", custom))
+    assert result.returncode == 0, result.stderr
+
+
 @pytest.mark.parametrize("hours", ["0", "721", "-1", "soon"])
 def test_an_emergency_review_delay_out_of_range_is_refused(
     helm: Tools, tmp_path: Path, hours: str
