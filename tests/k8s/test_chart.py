@@ -16,6 +16,7 @@ from faust.cli.base import LOGLEVELS
 from faust.cli.params import CaseInsensitiveChoice
 from psycopg.conninfo import conninfo_to_dict
 
+from casetrail_platform.bus.kafka_dead_letters import replay_group
 from casetrail_platform.bus.topics import (
     CASE_EVENTS_MAX_MESSAGE_BYTES,
     DEAD_LETTER_MAX_MESSAGE_BYTES,
@@ -430,10 +431,14 @@ def test_each_service_may_touch_only_its_own_groups_and_dead_letters(rendered: R
         }
         expected |= {("group", group, "literal") for group in groups}
         expected |= {("topic", dead_letter_topic(group), "literal") for group in groups}
+        expected |= {("group", replay_group(group), "literal") for group in groups}
         assert set(granted) == expected
         for group in groups:
             assert "Write" not in granted[("group", group, "literal")]
-            assert "Read" not in granted[("topic", dead_letter_topic(group), "literal")]
+            # `casetrail dlq list|replay GROUP`, run in the service's pod, reads its letters
+            # and commits what it put back under the replay's group.
+            assert {"Read", "Write"} <= granted[("topic", dead_letter_topic(group), "literal")]
+            assert granted[("group", replay_group(group), "literal")] == {"Describe", "Read"}
         # Its own published checkpoints are read back on start, without a consumer group
         # (the groups above are the service's subscriptions only).
         assert {"Read", "Write"} <= granted[("topic", LEDGER_CHECKPOINTS_TOPIC, "literal")]
