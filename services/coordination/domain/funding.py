@@ -195,7 +195,10 @@ def decide_claim(
     schedule: Schedule,
     command: FileInsuranceClaim,
     claim_id: str,
+    occurred_at: datetime | None = None,
 ) -> list[CaseEvent]:
+    """``occurred_at``: the command's moment (stated, else now), not before the delivery of
+    any service it claims was recorded: a claim follows the care it is for."""
     claimed = {
         service_id: claim.claim_id
         for claim in case.claims.values()
@@ -217,6 +220,7 @@ def decide_claim(
                 subject=f"service/{service_id}",
                 status=service.status.value,
             )
+        require_not_before(occurred_at, service.last_change, service.changed_at)
         # A delivery recorded before the closure reached coordination may start after it, on
         # the case closed still or reopened since: no care the case gave.
         check_given_while_open(facts, service.starts_at)

@@ -41,14 +41,18 @@ class Service:
     goal_id: str | None
     status: ServiceStatus = ServiceStatus.SCHEDULED
     changed_at: datetime | None = None
-    """When it was scheduled, or last moved, as stated: what is done to it next (moved again,
-    cancelled, delivered) cannot have happened before."""
+    """When it was scheduled, last moved or delivered, as stated: what is done to it next
+    (moved again, cancelled, delivered; claimed once delivered) cannot have happened before."""
     moved: bool = False
 
     @property
     def last_change(self) -> str:
         """What ``changed_at`` is the moment of, in words."""
-        return f"service {self.service_id} was {'last moved' if self.moved else 'scheduled'}"
+        if self.status is ServiceStatus.DELIVERED:
+            done = "delivered"
+        else:
+            done = "last moved" if self.moved else "scheduled"
+        return f"service {self.service_id} was {done}"
 
     def overlaps(self, starts_at: datetime, ends_at: datetime) -> bool:
         """Half-open slots: one service may start the moment another ends."""
@@ -144,6 +148,7 @@ def fold_schedule(schedule: Schedule, history: Iterable[RecordedEvent]) -> Sched
                 service.status = ServiceStatus.DELIVERED
                 service.starts_at = event.starts_at
                 service.ends_at = event.ends_at
+                service.changed_at = recorded.metadata.occurred_at
     return schedule
 
 

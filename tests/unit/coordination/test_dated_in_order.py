@@ -263,6 +263,37 @@ async def test_a_claim_is_decided_not_before_it_was_filed_nor_the_case_opened(
     await stub.RecordClaimDecision(_claim_decision(filed.claim_id, TODAY))
 
 
+def _claim(service_id: str, at: datetime) -> pb.FileInsuranceClaimRequest:
+    return pb.FileInsuranceClaimRequest(
+        context=command_context("coordinator", at=at),
+        case_id="case-1",
+        insurer=pb.Provider(provider_id="medicare", name="Medicare"),
+        amount_claimed=usd(10_000),
+        service_ids=[service_id],
+    )
+
+
+async def test_a_claim_is_filed_not_before_the_delivery_it_claims(
+    stub: Stub, intake: IntakeFeed, store: SqliteEventStore
+) -> None:
+    """Insurers pay for care given: a claim dated before the delivery it claims was recorded
+    would show, as of that moment, a claim for a service still only scheduled."""
+    await intake.open_case("case-1", "client-1", [NeedCategory.PHYSICAL_THERAPY], at=OPENED)
+    slot = OPENED + timedelta(hours=2)
+    booked = await stub.ScheduleService(
+        _dated(schedule_request("case-1", "physical_therapy", slot, role="coordinator"), slot)
+    )
+    service = booked.service_id
+    await stub.RecordServiceDelivered(_delivered(service, slot, TODAY))
+    await _refused_as_dated_before(
+        store,
+        stub.FileInsuranceClaim(_claim(service, EARLIER)),
+        "case-case-1",
+        f"service {service} was delivered",
+    )
+    await stub.FileInsuranceClaim(_claim(service, TODAY))
+
+
 def _release(reservation_id: str, at: datetime) -> pb.ReleaseBudgetRequest:
     return pb.ReleaseBudgetRequest(
         context=command_context("coordinator", at=at),

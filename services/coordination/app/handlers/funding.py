@@ -200,7 +200,7 @@ async def file_insurance_claim(
         carried(
             context,
             Action.HANDLE_CLAIM,
-            lambda case: decide_claim(case, facts, schedule, command, claim_id),
+            lambda case: decide_claim(case, facts, schedule, command, claim_id, context.moment()),
         ),
     )
 
