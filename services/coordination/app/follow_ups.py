@@ -46,10 +46,14 @@ from services.coordination.domain.budget import BUDGET_LINE, BudgetLineState
 from services.coordination.domain.case import CASE
 from services.coordination.domain.facts import budget_stream, case_stream, schedule_stream
 from services.coordination.domain.funding import decide_releases, releases_not_before
-from services.coordination.domain.referrals import decide_closure_withdrawals
+from services.coordination.domain.referrals import (
+    decide_closure_withdrawals,
+    withdrawals_not_before,
+)
 from services.coordination.domain.schedule import SCHEDULE
 from services.coordination.domain.scheduling import (
     CLOSURE_REASON,
+    cancellations_not_before,
     decide_closure_cancellations,
     decide_referral_end_cancellations,
 )
@@ -136,6 +140,7 @@ class FollowUps:
                     case_stream(case_id),
                     CASE,
                     lambda case: decide_closure_withdrawals(case, case_id),
+                    withdrawals_not_before,
                 )
             # Reopened since, its services inside the time it was closed are still called
             # off (none can be delivered there); the rest are the open case's.
@@ -145,6 +150,7 @@ class FollowUps:
                 schedule_stream(facts.client_id),
                 SCHEDULE,
                 lambda schedule: decide_closure_cancellations(schedule, facts),
+                cancellations_not_before,
             )
             if not closed_now:
                 return
@@ -178,6 +184,7 @@ class FollowUps:
             lambda schedule: decide_referral_end_cancellations(
                 schedule, case_id, referral_id, ended_at
             ),
+            cancellations_not_before,
         )
         # The cancellations' own follow-ups release their reservations.
 
@@ -193,7 +200,7 @@ class FollowUps:
                 budget_stream(line.budget_line),
                 BUDGET_LINE,
                 _releases(line, case_id, service_id, reason),
-                lambda state: releases_not_before(state, case_id, service_id),
+                lambda state, _decided: releases_not_before(state, case_id, service_id),
             )
 
     async def _facts_hold(self, recorded: RecordedEvent, case_id: str) -> None:
@@ -240,15 +247,17 @@ async def record_follow_up(
     stream: str,
     fold: Fold[S],
     decide: Callable[[S], Sequence[CaseEvent]],
-    not_before: Callable[[S], datetime | None] = lambda _state: None,
+    not_before: Callable[[S, Sequence[CaseEvent]], datetime | None] = lambda _state, _events: None,
 ) -> list[RecordedEvent]:
     """Append what ``decide`` makes of ``stream``'s state (as ``fold`` keeps it: a closure
     reads every budget line, which grow all year), caused by ``cause``, unless ``cause``
     already has a follow-up on ``stream``. Dated now, yet never before ``cause`` nor before
-    what ``not_before`` says the state's events it follows up were dated (a release, the
-    reservations it releases). A writer that loses a race decides again, after the
-    same growing random pause as a command's (``pause_before``): the replicas given the same
-    event, or a burst of commands on the stream, would otherwise meet again at once."""
+    what ``not_before`` says the state's events it follows up were dated, given what was
+    decided (a release, the reservations it releases; a cancellation, the service's booking
+    or last move; a withdrawal, the referral's making or acceptance). A writer that loses a
+    race decides again, after the same growing random pause as a command's
+    (``pause_before``): the replicas given the same event, or a burst of commands on the
+    stream, would otherwise meet again at once."""
     store = deps.store
     attempt = 0
     async with folded(store, stream, fold) as state:
@@ -262,11 +271,13 @@ async def record_follow_up(
                 for earlier in await store.read_by_causation(cause.event_id)
             ):
                 return []
-            # Never before its cause, nor what it follows up: a closure or a reservation may
-            # state a moment a little ahead of this clock (the skew commands are allowed), and
-            # a cancellation dated before the closure that caused it, or a release before the
-            # reservation it releases, would show, as of that moment, a case at odds.
-            floor = not_before(state.state)
+            # Never before its cause, nor what it follows up: a closure, a booking, a referral
+            # or a reservation may state a moment a little ahead of this clock (the skew
+            # commands are allowed), and a cancellation dated before the closure that caused
+            # it or the booking it calls off, a withdrawal before the referral it withdraws,
+            # or a release before the reservation it releases, would show, as of that moment,
+            # a case at odds.
+            floor = not_before(state.state, events)
             moments = [datetime.now(UTC), cause.metadata.occurred_at]
             metadata = EventMetadata(
                 source=SOURCE,

@@ -4,6 +4,7 @@ still run."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import date, datetime
 
@@ -222,6 +223,20 @@ def decide_closure_withdrawals(state: CaseState, case_id: str) -> list[CaseEvent
     refuses a closure while it knows of such a referral, but knows of it only through the bus,
     so a referral made as the case closed would otherwise run on a closed case for ever."""
     return [_withdrawn(case_id, referral, CLOSURE_REASON) for referral in state.running_referrals()]
+
+
+def withdrawals_not_before(state: CaseState, withdrawals: Sequence[CaseEvent]) -> datetime | None:
+    """The moment the closure's ``withdrawals`` cannot be dated before: the latest moment one
+    of the referrals they withdraw was made or accepted (``None``: none known), as
+    ``decide_withdrawal`` refuses a command's. A referral may state a moment ahead of the
+    clock (the skew commands are allowed), and a withdrawal dated before it would show, as of
+    that moment, a referral withdrawn before it was made."""
+    changed = (
+        state.referrals[event.referral_id].changed_at
+        for event in withdrawals
+        if isinstance(event, ReferralWithdrawn)
+    )
+    return max((moment for moment in changed if moment is not None), default=None)
 
 
 def _withdrawn(case_id: str, referral: Referral, reason: str) -> ReferralWithdrawn:

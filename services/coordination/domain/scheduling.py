@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 
 from casetrail_platform.commands import (
@@ -330,6 +330,23 @@ def decide_referral_end_cancellations(
         REFERRAL_ENDED_REASON,
         referral_id,
     )
+
+
+def cancellations_not_before(
+    schedule: Schedule, cancellations: Sequence[CaseEvent]
+) -> datetime | None:
+    """The moment the follow-ups' ``cancellations`` cannot be dated before: the latest moment
+    one of the services they call off was scheduled or last moved (``None``: none known), as
+    ``decide_cancel`` refuses a command's. A booking may state a moment ahead of the clock (the
+    skew commands are allowed), and a cancellation dated before it would show, as of that
+    moment, a service called off before it was booked: audit's state as it happened would
+    keep it scheduled for good."""
+    booked = (
+        schedule.services[event.service_id].changed_at
+        for event in cancellations
+        if isinstance(event, ServiceCancelled)
+    )
+    return max((moment for moment in booked if moment is not None), default=None)
 
 
 def _calling_off(

@@ -18,6 +18,7 @@ from casetrail_platform.errors import ConcurrencyError
 from casetrail_platform.store.sqlite import SqliteEventStore
 from events.catalog.base import Role
 from events.catalog.funding import BudgetReleased
+from events.catalog.referrals import ReferralWithdrawn
 from events.catalog.scheduling import CancelledBy, ServiceCancelled
 from events.catalog.values import NeedCategory
 from events.envelope import Actor, EventMetadata, NewEvent, RecordedEvent
@@ -28,6 +29,7 @@ from services.coordination.app.handlers.running import Dependencies
 from services.coordination.domain.case import CASE
 from services.coordination.domain.facts import CaseFacts
 from tests.unit.coordination.rpc import (
+    COUNSELING_CENTRE,
     HOME_CARE_CO,
     NEXT_WEEK,
     refer,
@@ -479,6 +481,50 @@ async def test_a_cancellation_is_not_dated_before_the_closure_that_caused_it(
     budget = await store.read_stream("budget-home-care-fy2026")
     released = [r for r in budget if isinstance(r.event, BudgetReleased)]
     assert [r.metadata.occurred_at for r in released] == [ahead]
+
+
+async def test_the_closures_cancellations_and_withdrawals_are_not_dated_before_what_they_end(
+    stub: Stub, intake: IntakeFeed, deps: Dependencies, store: SqliteEventStore
+) -> None:
+    """The service and the referral, stated a little ahead of this clock (the skew allowed for
+    commands), are called off by a closure stating none: each is dated when the latest service
+    or referral it ends was booked or made, never before, as CancelService and
+    WithdrawReferral refuse a command dated before it (audit, folding by the moments stated,
+    would otherwise show the service scheduled and the referral made for good)."""
+    await intake.open_case("case-1", "client-1", [NeedCategory.HOME_CARE])
+    await intake.consent("case-1", "client-1")
+    await carried_by(store, "case-1")
+    ahead = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=4)
+    booking = schedule_request("case-1", "home_care", NEXT_WEEK, provider=HOME_CARE_CO)
+    booking.context.occurred_at.CopyFrom(timestamp(ahead))
+    booked = await stub.ScheduleService(booking)
+    made = await stub.MakeReferral(
+        pb.MakeReferralRequest(
+            context=command_context("coordinator", at=ahead),
+            case_id="case-1",
+            provider=COUNSELING_CENTRE,
+            need_category="home_care",
+            service="home care visits",
+            urgency="soon",
+            reason="adjusting to reduced mobility after hip surgery",
+        )
+    )
+    follow_ups = FollowUps(deps)
+    await follow_ups(await intake.close_case("case-1", at=datetime.now(UTC)))
+    await _settle(deps, follow_ups)
+
+    schedule = await store.read_stream("schedule-client-1")
+    assert [
+        (r.event.service_id, r.metadata.occurred_at)
+        for r in schedule
+        if isinstance(r.event, ServiceCancelled)
+    ] == [(booked.service_id, ahead)]
+    case = await store.read_stream("case-case-1")
+    assert [
+        (r.event.referral_id, r.metadata.occurred_at)
+        for r in case
+        if isinstance(r.event, ReferralWithdrawn)
+    ] == [(made.referral_id, ahead)]
 
 
 async def test_a_release_is_not_dated_before_the_reservation_it_releases(

@@ -7,6 +7,7 @@ money held, could not be moved (REFERRAL_NOT_USABLE), and kept planning from clo
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -40,6 +41,7 @@ from tests.unit.coordination.support import (
     carried_by,
     command_context,
     query_context,
+    timestamp,
 )
 
 if TYPE_CHECKING:
@@ -147,6 +149,40 @@ async def test_a_referral_that_ends_calls_off_its_services_still_to_come_once(
     assert started.service_id not in {
         r.event.service_id for r in schedule if isinstance(r.event, ServiceCancelled)
     }
+
+
+async def test_a_referrals_end_does_not_date_a_cancellation_before_the_service_was_booked(
+    stub: Stub, intake: IntakeFeed, store: SqliteEventStore, deps: Dependencies
+) -> None:
+    """A service booked from the referral stating a moment a little ahead of this clock (the
+    skew allowed for commands), the referral declined stating none: the cancellation its end
+    calls for is dated when the service was booked, never before, as CancelService refuses a
+    command dated before it."""
+    await intake.open_case("case-1", "client-1", [NeedCategory.HOME_CARE])
+    await intake.consent("case-1", "client-1")
+    await carried_by(store, "case-1")
+    referral_id = (await refer(stub, "case-1", "home_care")).referral_id
+    ahead = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=4)
+    booking = schedule_request(
+        "case-1", "home_care", NEXT_WEEK, provider=COUNSELING_CENTRE, referral_id=referral_id
+    )
+    booking.context.occurred_at.CopyFrom(timestamp(ahead))
+    booked = await stub.ScheduleService(booking)
+    declined = _ending("decline", "case-1", referral_id)
+    declined.context.ClearField("occurred_at")
+    await stub.DeclineReferral(declined)
+
+    follow_ups = FollowUps(deps)
+    for recorded in await store.read_all(0):
+        if recorded.event_type in FollowUps.event_types:
+            await follow_ups(recorded)
+
+    schedule = await store.read_stream(schedule_stream("client-1"))
+    assert [
+        (r.event.service_id, r.metadata.occurred_at)
+        for r in schedule
+        if isinstance(r.event, ServiceCancelled)
+    ] == [(booked.service_id, ahead)]
 
 
 async def test_a_referrals_end_waits_for_case_facts_that_miss_the_case(
