@@ -167,17 +167,7 @@ def decide_reschedule(
     check_not_while_closed(facts, command.starts_at)
     service = _scheduled(schedule, command.case_id, command.service_id)
     require_not_before(occurred_at, service.last_change, service.changed_at)
-    referral = None if service.referral_id is None else case.referrals.get(service.referral_id)
-    ended_at = None if referral is None else referral.ended_at
-    if referral is not None and ended_at is not None and command.starts_at >= ended_at:
-        # Left scheduled only because it started before the referral ended (its follow-up
-        # calls off the rest): moved past that moment it would be a new booking from it.
-        raise _referral_not_usable(
-            referral,
-            f"it ended at {ended_at.isoformat()}, and a service from it cannot be moved to"
-            " start from then on",
-            ended_at=ended_at.isoformat(),
-        )
+    _require_before_referral_end(case, service, command.starts_at, "moved to start")
     _require_free(
         schedule,
         command.case_id,
@@ -197,6 +187,24 @@ def decide_reschedule(
             reason=command.reason,
         )
     ]
+
+
+def _require_before_referral_end(
+    case: CaseState, service: Service, starts_at: datetime, done: str
+) -> None:
+    """A service from a referral that ended since was left scheduled only because it started
+    before the end (its follow-up calls off the rest): ``done`` (moved, or recorded as
+    delivered) at ``starts_at`` from that moment on, it would be care from a referral no
+    longer running, a new booking from it."""
+    referral = None if service.referral_id is None else case.referrals.get(service.referral_id)
+    ended_at = None if referral is None else referral.ended_at
+    if referral is not None and ended_at is not None and starts_at >= ended_at:
+        raise _referral_not_usable(
+            referral,
+            f"it ended at {ended_at.isoformat()}, and a service from it cannot be {done}"
+            " from then on",
+            ended_at=ended_at.isoformat(),
+        )
 
 
 def _referral_not_usable(referral: Referral, why: str, **details: str) -> RuleBroken:
@@ -242,6 +250,7 @@ def decide_cancel(
 def decide_delivered(
     schedule: Schedule,
     facts: CaseFacts,
+    case: CaseState,
     command: RecordServiceDelivered,
     now: datetime,
     acting_for: str | None,
@@ -252,7 +261,8 @@ def decide_delivered(
     """A delivery is a fact about the past: it cannot end after the server's ``now`` (give or
     take ``OCCURRED_AT_CLOCK_SKEW``, the drift a command's own moment is allowed), nor start
     after the case's closure (a visit made before the closure may still be written up), nor
-    in a time it was closed before a reopening.
+    in a time it was closed before a reopening, nor, booked from a referral, from the moment
+    that referral ended (as it is not moved there, ``decide_reschedule``).
     ``acting_for``: the partner agency of the verified caller, which must provide it.
     ``shown``: as for ``decide_schedule`` (for the agency's staff; a partner is told of no
     other service)."""
@@ -270,6 +280,7 @@ def decide_delivered(
             ends_at=command.ends_at.isoformat(),
         )
     check_given_while_open(facts, command.starts_at)
+    _require_before_referral_end(case, service, command.starts_at, "recorded as delivered starting")
     # Where it actually took place must be free too: the client was not in two places.
     if acting_for is None:
         _require_free(

@@ -653,3 +653,56 @@ async def test_a_service_left_scheduled_by_a_withdrawal_is_not_moved_past_it(
     assert refusal.metadata["ended_at"] == withdrawal.recorded_at.isoformat()
     assert await store.read_stream(schedule_stream("client-1")) == before
     await move(started + AN_HOUR)  # still before the withdrawal
+
+
+async def test_a_service_left_scheduled_by_a_withdrawal_is_not_delivered_past_it(
+    stub: Stub, intake: IntakeFeed, deps: Dependencies, store: SqliteEventStore
+) -> None:
+    """Where it took place is where it moves to: recorded as delivered starting at or after the
+    referral's end, it would be care from a referral no longer running (and claimable), which
+    RescheduleService refuses."""
+    await intake.open_case("case-1", "client-1", [NeedCategory.COUNSELING])
+    await intake.consent("case-1", "client-1")
+    referral_id = (await refer(stub, "case-1", "counseling")).referral_id
+    await accept(stub, "case-1", referral_id)
+    started = OPENED + 2 * AN_HOUR  # before the withdrawal: its follow-up leaves it
+    booked = await stub.ScheduleService(
+        schedule_request(
+            "case-1",
+            "counseling",
+            started,
+            provider=COUNSELING_CENTRE,
+            role="coordinator",
+            referral_id=referral_id,
+        )
+    )
+    await stub.WithdrawReferral(_withdrawal(referral_id))
+    [withdrawal] = [
+        r for r in await store.read_stream("case-case-1") if isinstance(r.event, ReferralWithdrawn)
+    ]
+    await FollowUps(deps)(withdrawal)
+
+    def delivered(role: str, starts_at: datetime) -> Any:
+        return stub.RecordServiceDelivered(
+            pb.RecordServiceDeliveredRequest(
+                context=command_context(role, agency=COUNSELING_CENTRE.provider_id)
+                if role == "partner_agency"
+                else command_context(role),
+                case_id="case-1",
+                service_id=booked.service_id,
+                starts_at=timestamp(starts_at),
+                ends_at=timestamp(starts_at + timedelta(minutes=1)),
+            )
+        )
+
+    before = await store.read_stream(schedule_stream("client-1"))
+    after_the_end = withdrawal.recorded_at + timedelta(seconds=1)
+    for role in ("partner_agency", "coordinator"):
+        refusal = await refused(delivered(role, after_the_end))
+        assert (refusal.code, refusal.rule) == (
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "REFERRAL_NOT_USABLE",
+        )
+        assert refusal.metadata["ended_at"] == withdrawal.recorded_at.isoformat()
+    assert await store.read_stream(schedule_stream("client-1")) == before
+    await delivered("partner_agency", started)  # given before the withdrawal

@@ -171,9 +171,10 @@ async def record_service_delivered(
         context,
         Action.RECORD_DELIVERY,
         command.case_id,
-        lambda schedule, facts, _case, shown: decide_delivered(
+        lambda schedule, facts, case, shown: decide_delivered(
             schedule,
             facts,
+            case,
             command,
             datetime.now(UTC),
             acting_for,
