@@ -41,7 +41,7 @@ async def start(infra: Infrastructure, address: str = "127.0.0.1:0") -> RunningS
         host.caught_up(views, answered_elsewhere),
         published=host.published,
     )
-    servicer = PlanningServicer(deps, access)
+    servicer = PlanningServicer(deps, access, time_zone=infra.time_zone)
 
     def register(server: grpc.aio.Server) -> None:
         planning_pb2_grpc.add_PlanningServiceServicer_to_server(servicer, server)

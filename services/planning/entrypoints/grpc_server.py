@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, tzinfo
 from typing import TypeVar
 
 from casetrail.common.v1 import common_pb2
 from casetrail.planning.v1 import planning_pb2, planning_pb2_grpc
+from casetrail_platform.ages import agency_today
 from casetrail_platform.commands import CommandContext
 from casetrail_platform.decide import recorded_before
 from casetrail_platform.grpc_platform.context import (
@@ -133,10 +134,14 @@ class PlanningServicer(planning_pb2_grpc.PlanningServiceServicer):
         deps: Dependencies,
         access: AccessControl,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        time_zone: tzinfo = UTC,
     ) -> None:
+        """``time_zone``: the agency's (``CASETRAIL_AGENCY_TIME_ZONE``), whose dates the
+        days planning checks are (``_day``), as intake's and coordination's."""
         self._deps = deps
         self._access = access
         self._clock = clock
+        self._time_zone = time_zone
 
     def _parse(
         self,
@@ -367,7 +372,7 @@ class PlanningServicer(planning_pb2_grpc.PlanningServiceServicer):
         reader, (where, limit) = read_query(
             principal_of(context),
             request.context,
-            lambda: translate.case_filter(request, self._clock().date()),
+            lambda: translate.case_filter(request, agency_today(self._time_zone, self._clock())),
         )
         access = self._access
         principal = principal_of(context)
@@ -439,11 +444,14 @@ class PlanningServicer(planning_pb2_grpc.PlanningServiceServicer):
         return self._access.decide(principal, PolicyAction.READ_CASE, purpose, facts)
 
     def _day(self, context: CommandContext, timely: bool) -> date | None:
-        """The command's day: its stated moment's, else the server's (``None`` when the clock
-        is not to be checked, ``read_timely_command``)."""
+        """The command's day: the agency's date at its stated moment, else on the server's
+        clock (``None`` when the clock is not to be checked, ``read_timely_command``). UTC's
+        date put an agency west of UTC a day ahead every evening: a follow-up due on its today
+        refused as before the contact, a licence valid through its today (coordination's
+        ``today``) refused for counseling."""
         if context.occurred_at is not None:
-            return context.occurred_at.date()
-        return self._clock().date() if timely else None
+            return agency_today(self._time_zone, context.occurred_at)
+        return agency_today(self._time_zone, self._clock()) if timely else None
 
     @staticmethod
     def _result(command: Command, outcome: Outcome) -> common_pb2.CommandResult:
