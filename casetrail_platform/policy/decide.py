@@ -323,8 +323,10 @@ def _referred(
     under its own consent (the one it was made under, else one in force covering the referral),
     which must name the agency and the purpose; the sections are ``REFERRED_SECTIONS`` as far as
     those consents cover them, the referrals and services only those referrals' own, and the
-    sensitive fields only when each consent names its referral's sensitive category. A consent
-    to a person names no agency, so it bounds none (``Consent.covers``)."""
+    sensitive fields only when each consent names its referral's sensitive category; with them
+    the redisclosure notice when substance use is among the categories the referrals or their
+    consents name. A consent to a person names no agency, so it bounds none
+    (``Consent.covers``)."""
     granted: list[tuple[AcceptedReferral, Consent]] = []
     for referral in facts.referrals_to(principal.agency):
         consent = _consent_of(referral, facts, principal.agency, purpose, now)
@@ -338,7 +340,12 @@ def _referred(
         )
     covered = frozenset().union(*(consent.sections for _, consent in granted))
     sensitive = all(referral.categories <= consent.categories for referral, consent in granted)
-    shown = frozenset().union(*(referral.categories for referral, _ in granted))
+    # Not the referrals' needs alone: a service of a referral may tell of a category its consent
+    # names (an addiction-counselling service booked from a home-care referral under a consent
+    # naming substance use), shown with the referral's sensitive values.
+    shown = frozenset().union(
+        *(referral.categories | consent.categories for referral, consent in granted)
+    )
     notice = (
         (Obligation.REDISCLOSURE_NOTICE,)
         if sensitive and SensitiveCategory.SUBSTANCE_USE in shown

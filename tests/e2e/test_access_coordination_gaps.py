@@ -15,7 +15,8 @@ import pytest
 
 from casetrail.audit.v1 import audit_pb2
 from casetrail.coordination.v1 import coordination_pb2 as co
-from casetrail_platform.policy.guard import REDACTED_KEY
+from casetrail_platform.policy.guard import NOTICE_KEY, REDACTED_KEY
+from casetrail_platform.policy.vocabulary import REDISCLOSURE_NOTICE_TEXT
 from cli.rpc import command, eventually, query, refused, timestamp
 from cli.walk.story import (
     AUDITOR,
@@ -207,6 +208,53 @@ async def test_a_sensitive_kind_is_booked_from_a_referral_only_under_a_consent_n
         retry=learning,
     )
     assert [service.kind for service in schedule.services] == ["home_care"]
+
+
+async def test_a_partner_shown_an_addiction_counselling_service_is_given_the_redisclosure_notice(
+    casetrail: Casetrail,
+) -> None:
+    # 42 CFR 2.32: substance-use data disclosed under consent carries the notice. A service of
+    # a kind telling of substance use, booked from a home-care referral under a consent naming
+    # the category, was shown to the partner without it: the notice followed the referral's
+    # need alone.
+    case = await new_case(casetrail, "home_care")
+    await consent(casetrail, case, PARTNER, categories=("substance_use",))
+    referral_id = await referred_and_accepted(casetrail, case)
+    start = next_week(9)
+    await casetrail.stubs.as_(COORDINATOR).coordination.ScheduleService(
+        co.ScheduleServiceRequest(
+            context=command(key()),
+            case_id=case.case_id,
+            kind="addiction_counseling",
+            provider=co.Provider(provider_id=PARTNER, name="Sunrise Home Care"),
+            starts_at=timestamp(start),
+            ends_at=timestamp(start + timedelta(hours=1)),
+            location=co.ServiceLocation(kind="provider_site"),
+            referral_id=referral_id,
+        )
+    )
+    partner = casetrail.stubs.as_(HOME_CARE).coordination
+    read = co.GetClientScheduleRequest(context=query("coordination"), client_id=case.client_id)
+
+    async def schedule() -> tuple[co.GetClientScheduleResponse, dict[str, str]]:
+        call = partner.GetClientSchedule(read)
+        return await call, dict(await call.trailing_metadata())
+
+    answer, trailer = await eventually(
+        schedule,
+        lambda read: len(read[0].services) > 0,
+        what="the partner to read its referral's services",
+        patience=casetrail.patience,
+        retry=learning,
+    )
+    assert [service.kind for service in answer.services] == ["addiction_counseling"]
+    assert trailer.get(NOTICE_KEY) == REDISCLOSURE_NOTICE_TEXT
+    call = partner.GetCaseCoordination(
+        co.GetCaseCoordinationRequest(context=query("coordination"), case_id=case.case_id)
+    )
+    case_answer = await call
+    assert [service.kind for service in case_answer.services] == ["addiction_counseling"]
+    assert dict(await call.trailing_metadata()).get(NOTICE_KEY) == REDISCLOSURE_NOTICE_TEXT
 
 
 async def _accesses(

@@ -437,6 +437,18 @@ def test_a_partner_sees_the_referred_scope_under_consent_with_the_notice() -> No
     assert not decision.discloses(RecordSection.ASSESSMENT)
 
 
+def test_a_partner_is_given_the_notice_when_a_referrals_consent_names_substance_use() -> None:
+    # A home-care referral made under a consent naming substance use may carry an
+    # addiction-counselling service (ScheduleService books one only so), shown with its
+    # sensitive values: substance-use data disclosed under consent, which the notice follows.
+    partner = who("h", Role.PARTNER_AGENCY, "harbour")
+    home_care = AcceptedReferral("referral-1", "harbour", "consent-1", frozenset())
+    facts = replace(FACTS, referrals=(home_care,))
+    decision = decide(partner, Action.READ_CASE, P.COORDINATION, facts, home_agency=HOME, now=NOW)
+    assert decision.sensitive
+    assert decision.obligations == (Obligation.REDISCLOSURE_NOTICE,)
+
+
 def test_a_partner_is_bounded_by_each_referral_it_accepted() -> None:
     harbour = who("h", Role.PARTNER_AGENCY, "harbour")
     narrow = Consent(
