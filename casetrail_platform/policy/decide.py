@@ -396,13 +396,20 @@ def decide_disclosure(
     referral): a consent in force to that agency (not to a person of its id) must cover
     purpose, sections and the sensitive categories sent, unless a documented exception
     applies (``legal_obligation``, or ``emergency`` under the caller's open break-the-glass
-    access to this case of ``home_agency``)."""
+    access to this case of ``home_agency``, and only under it)."""
     if purpose is AccessPurpose.LEGAL_OBLIGATION:
         return Decision(True, "exception-legal-obligation")
     if purpose is AccessPurpose.EMERGENCY:
         grant = _emergency_grant(principal, facts, home_agency, now)
-        if grant is not None:
-            return Decision(True, "exception-emergency", emergency_access_id=grant.access_id)
+        if grant is None:
+            # The exception is the break-the-glass access, which supervisors review: a consent
+            # whose purpose is emergency must not stand in for it, or the referral is recorded
+            # as disclosed in an emergency with no access to review.
+            return refusal(
+                "consent-required",
+                "the emergency basis needs the caller's open emergency access to the case",
+            )
+        return Decision(True, "exception-emergency", emergency_access_id=grant.access_id)
     consent = facts.consent_covering(recipient, purpose, sections, now)
     if consent is None or not categories <= consent.categories:
         # The sections, never the categories: a refusal's reason reaches status messages, logs

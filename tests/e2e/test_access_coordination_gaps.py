@@ -8,13 +8,14 @@ tells of a sensitive category comes from a referral only under a consent naming 
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
 
 from casetrail.audit.v1 import audit_pb2
 from casetrail.coordination.v1 import coordination_pb2 as co
+from casetrail.intake.v1 import intake_pb2
 from casetrail_platform.policy.guard import NOTICE_KEY, REDACTED_KEY
 from casetrail_platform.policy.vocabulary import REDISCLOSURE_NOTICE_TEXT
 from cli.rpc import command, eventually, query, refused, timestamp
@@ -32,6 +33,7 @@ from tests.e2e.support import (
     PARTNER,
     Case,
     consent,
+    home_care_referral,
     learning,
     new_case,
     next_week,
@@ -255,6 +257,33 @@ async def test_a_partner_shown_an_addiction_counselling_service_is_given_the_red
     case_answer = await call
     assert [service.kind for service in case_answer.services] == ["addiction_counseling"]
     assert dict(await call.trailing_metadata()).get(NOTICE_KEY) == REDISCLOSURE_NOTICE_TEXT
+
+
+async def test_a_referral_on_the_emergency_basis_needs_the_callers_open_emergency_access(
+    casetrail: Casetrail,
+) -> None:
+    # With no emergency access of the caller's, the basis fell back to a consent whose purpose
+    # was emergency: the referral was made and recorded as disclosed in an emergency, with no
+    # break-the-glass access for supervisors to review.
+    case = await new_case(casetrail, "home_care")
+    await casetrail.stubs.as_(INTAKE_WORKER).intake.GrantConsent(
+        intake_pb2.GrantConsentRequest(
+            context=command(key()),
+            case_id=case.case_id,
+            recipient=intake_pb2.ConsentRecipient(kind="agency", recipient_id=PARTNER, name="S"),
+            purpose="emergency",
+            scope=["identity", "referrals", "services"],
+            expires_at=timestamp(datetime.now(UTC) + timedelta(days=90)),
+            document_reference=f"scan://consents/{case.case_id}/emergency.pdf",
+        )
+    )
+    request = home_care_referral(case)
+    request.disclosure_basis = "emergency"
+    refusal = await refused(casetrail.stubs.as_(COORDINATOR).coordination.MakeReferral(request))
+    assert (refusal.code, refusal.reason) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "CONSENT_REQUIRED",
+    )
 
 
 async def _accesses(

@@ -650,6 +650,27 @@ def test_an_emergency_exception_is_the_grantees_of_its_agency_not_a_namesakes() 
     )
 
 
+def test_the_emergency_basis_is_the_callers_open_emergency_access_never_a_consent() -> None:
+    emergency_consent = replace(CONSENT, consent_id="consent-9", purpose=P.EMERGENCY)
+    facts = replace(FACTS, consents=(emergency_consent,))
+    decision = decide_disclosure(
+        who("sw-noor", Role.SOCIAL_WORKER),
+        P.EMERGENCY,
+        facts,
+        "harbour",
+        frozenset({RecordSection.REFERRALS}),
+        frozenset(),
+        home_agency=HOME,
+        now=NOW,
+    )
+    assert (decision.allowed, decision.rule, decision.consent_id) == (
+        False,
+        "consent-required",
+        None,
+    )
+    assert "emergency access" in decision.reason
+
+
 def test_a_consent_is_the_agency_it_names_not_a_namesake_of_another_agency() -> None:
     """Consents were matched on the caller's agency or ``sub``: a consent to the person dr.lee
     let a caller of ``sub`` dr.lee at any agency holding a referral made without consent read
