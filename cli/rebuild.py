@@ -33,7 +33,7 @@ OWN_STORE = {
 FROM_BUS = {
     "intake": ("case-closures", "case-facts-v2"),
     "coordination": ("case-facts-v3", "follow-ups", "case-facts-v2"),
-    "planning": ("case-view-v6", "staff", "case-facts-v2"),
+    "planning": ("case-view-v7", "staff", "case-facts-v2"),
     "audit": ("timeline-index-v2", "client-trail", "client-cases", "disclosure-index-recorded"),
 }
 """Each service's bus-fed projections, by ``_canonical`` name (the chart's topology.yaml lists

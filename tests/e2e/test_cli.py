@@ -111,7 +111,7 @@ async def test_an_operator_rebuilds_a_projection(tmp_path: Path) -> None:
         status, out, err = await casetrail_cli("rebuild", "intake", name, *storage)
         assert status == 0, err
         assert "rebuilt up to position" in out
-    status, out, err = await casetrail_cli("rebuild", "planning", "case-view-v6", *storage)
+    status, out, err = await casetrail_cli("rebuild", "planning", "case-view-v7", *storage)
     assert (status, out) == (2, "")
     assert "fed from the bus" in err
 

@@ -68,27 +68,55 @@ class PlanGoal:
 
 
 @dataclass(frozen=True)
+class Agreement:
+    version: int
+    """The plan version agreed, counted as planning counts it."""
+    goal_ids: tuple[str, ...]
+    signed_by_client: bool
+
+
+@dataclass(frozen=True)
 class Plan:
     plan_id: str
     goals: tuple[PlanGoal, ...] = ()
     version: int = 0
     """The version being worked on, counted from the plan's changes as planning counts it
     (``planning.PLAN_VERSION_CHANGES``)."""
-    agreed_version: int = 0
-    agreed_goal_ids: tuple[str, ...] = ()
-    signed_by_client: bool = False
+    agreements: tuple[Agreement, ...] = ()
+    """Each agreement to the plan, in order."""
     changed_goal_ids: tuple[str, ...] = ()
     """The goal each change of the plan was of, in order (``""``: its drafting)."""
 
+    @property
+    def agreed_version(self) -> int:
+        """The version last agreed (0: never)."""
+        return self.agreements[-1].version if self.agreements else 0
+
+    def agreement_shown(self, sensitive: bool) -> Agreement | None:
+        """The latest agreement as planning showed it to a reader (``sensitive``: one entitled
+        to sensitive values; ``None``: none): to one who is not, an agreement naming none but
+        goals withheld from them whole as special data is not shown, the plan reading as it did
+        before it (planning's ``Plan.agreements_shown``)."""
+        withheld = set() if sensitive else self._withheld_goal_ids()
+        shown = [agreed for agreed in self.agreements if not withheld.issuperset(agreed.goal_ids)]
+        return shown[-1] if shown else None
+
     def agreed_version_shown(self, sensitive: bool) -> int:
         """The version agreed as planning showed it to a reader (``sensitive``: one entitled to
-        sensitive values): to one who is not, counted without the changes of the goals withheld
-        from them whole as special data (planning's ``Plan.version_shown``)."""
+        sensitive values): to one who is not, that of the latest agreement shown them
+        (``agreement_shown``), counted without the changes of the goals withheld from them
+        whole as special data (planning's ``Plan.version_shown``)."""
+        agreement = self.agreement_shown(sensitive)
+        if agreement is None:
+            return 0
         if sensitive:
-            return self.agreed_version
-        withheld = {goal.goal_id for goal in self.goals if is_sensitive_code(goal.need_category)}
-        agreed = self.changed_goal_ids[: self.agreed_version]
+            return agreement.version
+        withheld = self._withheld_goal_ids()
+        agreed = self.changed_goal_ids[: agreement.version]
         return sum(1 for goal_id in agreed if goal_id not in withheld)
+
+    def _withheld_goal_ids(self) -> set[str]:
+        return {goal.goal_id for goal in self.goals if is_sensitive_code(goal.need_category)}
 
 
 @dataclass(frozen=True)
@@ -151,6 +179,18 @@ class CaseState:
     events_applied: int = 0
     last_event_at: datetime | None = None
     client: ClientRecord = ClientRecord()
+    unagreed_status: CaseStatus = CaseStatus.UNKNOWN
+    """The status as it would be had no agreement made the case planned."""
+
+    def status_shown(self, sensitive: bool) -> CaseStatus:
+        """The status as planning showed it to a reader (``sensitive``: one entitled to
+        sensitive values): to one who is not shown any agreement to the plan
+        (``Plan.agreement_shown``), the case is not planned."""
+        if self.status is not CaseStatus.PLANNED or sensitive:
+            return self.status
+        if self.plan is not None and self.plan.agreement_shown(sensitive) is not None:
+            return self.status
+        return self.unagreed_status
 
 
 def client_fold(ordered: Iterable[RecordedEvent]) -> ClientRecord:
@@ -222,6 +262,9 @@ class _Folding:
     closure_reason: str | None = None
     events_applied: int = 0
     last_event_at: datetime | None = None
+    unagreed_status: CaseStatus = CaseStatus.UNKNOWN
+    """``status`` as the lifecycle alone sets it, no agreement making the case planned (shown
+    to a reader from whom every agreement to the plan is withheld: ``CaseState.status_shown``)."""
 
     def freeze(self) -> CaseState:
         plan = None if self.plan is None else replace(self.plan, goals=tuple(self.goals.values()))
@@ -239,6 +282,7 @@ class _Folding:
             closure_reason=self.closure_reason,
             events_applied=self.events_applied,
             last_event_at=self.last_event_at,
+            unagreed_status=self.unagreed_status,
         )
 
     def apply(self, recorded: RecordedEvent) -> None:
@@ -254,7 +298,7 @@ class _Folding:
     def _lifecycle(self, event: CaseEvent, occurred_at: datetime) -> bool:
         match event:
             case cases.CaseOpened():
-                self.status = CaseStatus.OPENED
+                self.status = self.unagreed_status = CaseStatus.OPENED
                 self.client_id = event.client_id
                 self.presenting_needs = tuple(
                     Need(n.category.value) for n in event.presenting_needs
@@ -265,16 +309,16 @@ class _Folding:
                 )
             case assignment.CaseAssigned() | assignment.CaseReassigned():
                 self.assignment = Assignment(event.worker_id, event.worker_role.value, occurred_at)
-                if self.status in (CaseStatus.UNKNOWN, CaseStatus.OPENED, CaseStatus.REOPENED):
-                    self.status = CaseStatus.ASSIGNED
+                self.status = _assigned(self.status)
+                self.unagreed_status = _assigned(self.unagreed_status)
             case cases.CaseClosed():
-                self.status = CaseStatus.CLOSED
+                self.status = self.unagreed_status = CaseStatus.CLOSED
                 self.closure_reason = event.reason.value
                 # A closure sets the status, not the assignment: the worker stays on record
                 # through a reopening until someone is assigned, as in coordination, planning
                 # and the policy's facts (a state that forgot them would differ from theirs).
             case cases.CaseReopened():
-                self.status = CaseStatus.REOPENED
+                self.status = self.unagreed_status = CaseStatus.REOPENED
                 self.closure_reason = None
                 # A closure ends the plan's cycle: the reopened case has no plan until one is
                 # drafted, as in planning (the old plan among its previous plans). States as
@@ -309,13 +353,9 @@ class _Folding:
                 self.goals[event.goal_id] = replace(goal, status=status)
             case planning.PlanAgreed():
                 plan = self._plan(event.plan_id)
-                self.plan = replace(
-                    plan,
-                    # The event numbers the agreement; the version agreed is the current one.
-                    agreed_version=plan.version,
-                    agreed_goal_ids=event.goal_ids,
-                    signed_by_client=event.signed_by_client,
-                )
+                # The event numbers the agreement; the version agreed is the current one.
+                agreed = Agreement(plan.version, event.goal_ids, event.signed_by_client)
+                self.plan = replace(plan, agreements=(*plan.agreements, agreed))
                 if self.status is not CaseStatus.CLOSED:
                     self.status = CaseStatus.PLANNED
             case _:
@@ -395,6 +435,13 @@ class _Folding:
     def _referral(self, referral_id: str, provider_id: str, status: str) -> None:
         referral = self.referrals.get(referral_id) or Referral(referral_id, status, provider_id)
         self.referrals[referral_id] = replace(referral, status=status)
+
+
+def _assigned(status: CaseStatus) -> CaseStatus:
+    """``status`` once the case is assigned: a case not yet planned nor closed is assigned."""
+    if status in (CaseStatus.UNKNOWN, CaseStatus.OPENED, CaseStatus.REOPENED):
+        return CaseStatus.ASSIGNED
+    return status
 
 
 def _changed_goal_id(

@@ -263,10 +263,11 @@ def state(
 ) -> audit_pb2.CaseState:
     """``value`` as of ``as_of``; ``sensitive``: whether its reader is shown sensitive values,
     without which the version agreed is numbered as planning showed it to them
-    (``Plan.agreed_version_shown``)."""
+    (``Plan.agreed_version_shown``) and an agreement naming none but goals withheld from them is
+    not shown (``Plan.agreement_shown``, ``CaseState.status_shown``)."""
     message = audit_pb2.CaseState(
         case_id=value.case_id,
-        status=_STATUSES[value.status],
+        status=_STATUSES[value.status_shown(sensitive)],
         client_id=value.client_id or "",
         presenting_needs=[_need(need) for need in value.presenting_needs],
         assessed_needs=[_need(need) for need in value.assessed_needs],
@@ -353,11 +354,12 @@ def _need(need: case_state.Need) -> audit_pb2.Need:
 
 
 def _plan(plan: case_state.Plan, sensitive: bool) -> audit_pb2.Plan:
+    agreement = plan.agreement_shown(sensitive)
     return audit_pb2.Plan(
         plan_id=plan.plan_id,
         agreed_version=plan.agreed_version_shown(sensitive),
-        agreed_goal_ids=list(plan.agreed_goal_ids),
-        signed_by_client=plan.signed_by_client,
+        agreed_goal_ids=[] if agreement is None else list(agreement.goal_ids),
+        signed_by_client=agreement is not None and agreement.signed_by_client,
         goals=[
             audit_pb2.PlanGoal(
                 goal_id=g.goal_id, term=g.term, need_category=g.need_category, status=g.status

@@ -141,6 +141,7 @@ def _derive(document: Document) -> None:
         document["stage"] = "assigned"
     else:
         document["stage"] = "intake"
+    document["stage_without_special"] = _stage_without_special(document, plan)
     document["needs"] = sorted(
         {*document["presented_needs"], *(n["category"] for n in document["assessed_needs"])}
     )
@@ -349,6 +350,7 @@ def _plan(document: Document, plan_id: str, recorded: RecordedEvent) -> Document
         "revised_sequence": 0,
         "change_sequences": [],
         "goal_change_sequences": {},
+        "agreements": [],
         "sequences": {},
     }
     _settle_plans(document, [*_plans(document), plan])
@@ -404,6 +406,10 @@ def _plan_agreed(document: Document, event: PlanAgreed, recorded: RecordedEvent)
     # The event numbers the agreement, not the version: the version agreed is derived from
     # the changes before it (``_settle``).
     plan["agreed_sequence"] = max(plan["agreed_sequence"], recorded.sequence)
+    # Which goals each agreement named: a reader shown none of them is not shown it.
+    agreement = [recorded.sequence, list(event.goal_ids)]
+    if agreement not in plan["agreements"]:
+        insort(plan["agreements"], agreement)
     _settle(plan)
 
 
@@ -676,36 +682,71 @@ def _settle(plan: Document) -> None:
     """The plan's versions and agreement status, as planning's record counts them."""
     _marks(plan)
     plan["changed_since_agreement"] = plan["revised_sequence"] > plan["agreed_sequence"]
-    plan["version"], plan["agreed_version"], plan["agreement_status"] = _versions(plan, set())
+    plan["version"], plan["agreed_version"], plan["agreement_status"] = _versions(
+        plan, set(), plan["agreed_sequence"]
+    )
 
 
 def plan_versions(plan: Document, *, special: bool) -> tuple[int, int, str]:
     """The plan's version, the version last agreed (0: never) and its agreement status as shown
     to a reader (``special``: one entitled to sensitive values, shown them as settled). To a
     reader who is not, the changes of the goals withheld from them whole (their need special
-    data, as planning's ``Plan.version_shown``) are not counted: a version up, or a plan
-    awaiting agreement again, with nothing they are shown changed would tell of one. Derived
-    from the goals as they now stand, so a goal revised into a special-data need takes its
-    earlier changes out of the count with it."""
+    data, as planning's ``Plan.version_shown``) are not counted, and an agreement naming none
+    but such goals is not shown (``_agreed_shown``): a version up, a plan awaiting agreement
+    again with nothing they are shown changed, or agreed with nothing they are shown in it,
+    would tell of one. Derived from the goals as they now stand, so a goal revised into a
+    special-data need takes its earlier changes, and the agreements naming it alone, out of
+    the count with it."""
     if special:
         return plan["version"], plan["agreed_version"], plan["agreement_status"]
+    withheld_ids = _withheld_goal_ids(plan)
     goal_changes = plan["goal_change_sequences"]
-    withheld = {
-        sequence
+    withheld = {sequence for goal_id in withheld_ids for sequence in goal_changes.get(goal_id, ())}
+    return _versions(plan, withheld, _agreed_shown(plan, withheld_ids))
+
+
+def stage(document: Document, *, special: bool) -> str:
+    """The case's stage as shown to a reader (``special``: one entitled to sensitive values;
+    ``stage_without_special`` to one who is not, stored so that a list finds cases by it)."""
+    return str(document["stage"] if special else document["stage_without_special"])
+
+
+def _stage_without_special(document: Document, plan: Document | None) -> str:
+    """The stage as shown to a reader not entitled to sensitive values: a plan none of whose
+    agreements they are shown (``plan_versions``) is still being planned, not active."""
+    if plan is None or document["stage"] != "active":
+        return str(document["stage"])
+    return "active" if _agreed_shown(plan, _withheld_goal_ids(plan)) > 0 else "planning"
+
+
+def _withheld_goal_ids(plan: Document) -> set[str]:
+    """The ids of the plan's goals withheld whole from a reader not entitled to sensitive
+    values: those whose need is special data."""
+    return {
+        entry["goal"]["goal_id"]
         for entry in plan["goals"]
         if is_sensitive_code(entry["goal"]["need_category"])
-        for sequence in goal_changes.get(entry["goal"]["goal_id"], ())
     }
-    return _versions(plan, withheld)
 
 
-def _versions(plan: Document, withheld: set[int]) -> tuple[int, int, str]:
-    """The plan's versions from its changes (but those ``withheld``) and latest agreement, in
-    stream order: the version is the count of its changes, the one agreed the count of those
-    before the agreement, as planning's record counts them (``CasePlanning``), whatever order
-    they arrived in."""
+def _agreed_shown(plan: Document, withheld_ids: set[str]) -> int:
+    """The sequence of the plan's latest agreement naming a goal not ``withheld_ids`` (0:
+    none): one naming only goals withheld from a reader is not shown them, the plan reading to
+    them as it did before it."""
+    shown = [
+        sequence
+        for sequence, goal_ids in plan["agreements"]
+        if not withheld_ids.issuperset(goal_ids)
+    ]
+    return max(shown, default=0)
+
+
+def _versions(plan: Document, withheld: set[int], agreed: int) -> tuple[int, int, str]:
+    """The plan's versions from its changes (but those ``withheld``) and the agreement at
+    sequence ``agreed`` (0: none), in stream order: the version is the count of its changes,
+    the one agreed the count of those before the agreement, as planning's record counts them
+    (``CasePlanning``), whatever order they arrived in."""
     changes = [sequence for sequence in plan["change_sequences"] if sequence not in withheld]
-    agreed = plan["agreed_sequence"]
     if agreed == 0:
         status = "draft"
     elif changes and changes[-1] > agreed:

@@ -34,8 +34,8 @@ from services.planning.adapters.case_document import (
 from services.planning.adapters.staff import STAFF, record_worker, staff_members
 from services.planning.domain.model import UNKNOWN_CASE, CaseFacts, StaffMember
 
-CASE_VIEWS = "case_views_v6"
-FOLLOW_UPS = "follow_ups_v6"
+CASE_VIEWS = "case_views_v7"
+FOLLOW_UPS = "follow_ups_v7"
 
 RETIRED = "case_view_v2"
 RETIRED_COLLECTIONS = ("case_views_v2", "follow_ups_v2", erased_marks("case_views_v2"))
@@ -58,12 +58,17 @@ FOURTH_RETIRED_COLLECTIONS = ("case_views_v4", "follow_ups_v4", erased_marks("ca
 """The projection before ``v5``: its plans' versions went up by one on the first change after
 an agreement only, and its documents do not keep the changes the versions are now counted from
 (``case_document._settle``). Deleted at planning's start too."""
-LATEST_RETIRED = "case_view_v5"
-LATEST_RETIRED_COLLECTIONS = ("case_views_v5", "follow_ups_v5", erased_marks("case_views_v5"))
+FIFTH_RETIRED = "case_view_v5"
+FIFTH_RETIRED_COLLECTIONS = ("case_views_v5", "follow_ups_v5", erased_marks("case_views_v5"))
 """The projection before ``v6``: its plans do not keep which goal each change was of, so a
 reader not entitled to sensitive values could not be shown versions without the changes of
 the goals withheld from them (``case_document.plan_versions``). Deleted at planning's start
 too."""
+LATEST_RETIRED = "case_view_v6"
+LATEST_RETIRED_COLLECTIONS = ("case_views_v6", "follow_ups_v6", erased_marks("case_views_v6"))
+"""The projection before ``v7``: its plans do not keep which goals each agreement named, so a
+reader not entitled to sensitive values was shown an agreement to goals withheld from them
+alone (``case_document.plan_versions``, ``stage``). Deleted at planning's start too."""
 REFERRED_STATUSES = frozenset({"accepted", "completed"})
 """A referral in either has an outside provider taking the need on."""
 NEED_CODES = frozenset(need.value for need in NeedCategory)
@@ -72,8 +77,8 @@ NEED_CODES = frozenset(need.value for need in NeedCategory)
 class CaseViewProjection(Projection):
     """Every service's case events, including planning's own as they come back on the bus."""
 
-    name = "case_view_v6"
-    """v6: a new name and new collections, so a deployment builds it again from the bus
+    name = "case_view_v7"
+    """v7: a new name and new collections, so a deployment builds it again from the bus
     (``LATEST_RETIRED``)."""
     collections = (CASE_VIEWS, FOLLOW_UPS, STAFF, erased_marks(CASE_VIEWS))
     retired = (
@@ -81,6 +86,7 @@ class CaseViewProjection(Projection):
         RetiredLayout(RETIRED, RETIRED_COLLECTIONS),
         RetiredLayout(THIRD_RETIRED, THIRD_RETIRED_COLLECTIONS),
         RetiredLayout(FOURTH_RETIRED, FOURTH_RETIRED_COLLECTIONS),
+        RetiredLayout(FIFTH_RETIRED, FIFTH_RETIRED_COLLECTIONS),
         RetiredLayout(LATEST_RETIRED, LATEST_RETIRED_COLLECTIONS),
     )
     event_types = EVENT_TYPES
@@ -126,7 +132,7 @@ ERASURE = CaseErasure(
 
 
 async def retire_old_layout(read_models: ReadModelStore) -> None:
-    """Delete what the projections before ``v6`` left (nothing once done: a no-op after)."""
+    """Delete what the projections before ``v7`` left (nothing once done: a no-op after)."""
     # Their documents held goals, tasks and needs in the clear: no copy stays in the files.
     await read_models.retire(CaseViewProjection.retired)
 
@@ -147,11 +153,18 @@ class CaseFilter:
     need: str | None = None
     overdue_before: date | None = None
     """Open cases whose next follow-up is due strictly before this day."""
+    special: bool = True
+    """Whether ``stage`` is matched as shown to a reader entitled to sensitive values, or as
+    shown to one who is not (``case_document.stage``)."""
 
     def equals(self) -> dict[str, str | int | bool]:
         wanted: dict[str, str | int | bool] = {"opened": True}
-        for field in ("worker_id", "status", "stage"):
-            value = getattr(self, field)
+        stage = "stage" if self.special else "stage_without_special"
+        for field, value in (
+            ("worker_id", self.worker_id),
+            ("status", self.status),
+            (stage, self.stage),
+        ):
             if value is not None:
                 wanted[field] = value
         return wanted

@@ -15,6 +15,7 @@ from casetrail_platform.policy.matrix import RULES
 from casetrail_platform.policy.vocabulary import Action, Decision, Relationship, Sensitivity
 from casetrail_platform.projections.port import Document
 from events.catalog.access import AccessPurpose, SensitiveCategory
+from services.planning.adapters.case_document import stage
 from services.planning.adapters.case_views import CaseFilter, CaseViews
 
 CASE_LIST = "case-list"
@@ -76,6 +77,9 @@ async def list_cases(
             decided = access.decide(principal, Action.LIST_CASES, purpose, carried)
             await access.refuse(principal, Action.LIST_CASES, purpose, CASE_LIST, decided)
         where = replace(where, worker_id=principal.subject)
+    if not _may_see_sensitive_values(principal, purpose):
+        # Found by the stage they are shown: an agreement withheld from them leaves it unchanged.
+        where = replace(where, special=False)
     documents, truncated = await views.find(where, limit)
     case_ids = [str(document["case_id"]) for document in documents]
     # Facts not caught up name the list, never a case found: none is decided yet.
@@ -87,7 +91,9 @@ async def list_cases(
         facts = every_facts[case_id]
         decision = access.decide(principal, Action.LIST_CASES, purpose, facts)
         # A case found by a sensitive need its decision withholds would disclose that need.
-        if decision.allowed and (decision.sensitive or not sensitive_filter):
+        # Nor by a stage it is not shown at (an agreement withheld from them makes it active).
+        staged = where.stage is None or stage(document, special=decision.sensitive) == where.stage
+        if decision.allowed and (decision.sensitive or not sensitive_filter) and staged:
             listed.append((document, decision))
     return listed, truncated and len(listed) == len(documents)
 

@@ -197,7 +197,8 @@ def _require_plan_work_in_order(
             require_not_before(occurred_at, agreed, achieved.agreed_at)
         case EvaluateProgress():
             first_agreed = f"plan {plan.plan_id} was first agreed"
-            require_not_before(occurred_at, first_agreed, plan.first_agreed_at)
+            shown = plan.agreements_shown(sensitive_shown)
+            require_not_before(occurred_at, first_agreed, shown[0] if shown else None)
             for entry in command.goal_progress:
                 if (rated := _shown_goal(plan, entry.goal_id, sensitive_shown)) is not None:
                     agreed = f"the client first agreed to goal {entry.goal_id}"
@@ -345,7 +346,7 @@ def _achieve_goal(
 ) -> GoalAchieved:
     plan = _plan(record)
     goal = _active_goal(plan, command.goal_id, sensitive_shown)
-    if not plan.ever_agreed:
+    if not plan.agreements_shown(sensitive_shown):
         raise errors.plan_not_agreed(plan.plan_id)
     if not goal.agreed:
         raise errors.goal_not_agreed(command.goal_id)
@@ -455,7 +456,7 @@ def _evaluate(
                 f"goal {entry.goal_id} was dropped; progress is evaluated on kept goals only",
                 subject=entry.goal_id,
             )
-    if not plan.ever_agreed:
+    if not plan.agreements_shown(sensitive_shown):
         raise errors.plan_not_agreed(plan.plan_id)
     for entry in command.goal_progress:
         if not plan.goals[entry.goal_id].agreed:
@@ -519,7 +520,7 @@ def _require_goals_achieved(record: CasePlanning, case_id: str, sensitive_shown:
     plan = record.plan
     if plan is None:
         raise errors.plan_not_drafted(case_id)
-    if not plan.ever_agreed:
+    if not plan.agreements_shown(sensitive_shown):
         raise errors.plan_not_agreed(plan.plan_id)
     active = plan.active_goal_ids()
     if active:

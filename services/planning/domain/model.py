@@ -115,8 +115,8 @@ class Plan:
     """How many times the client agreed to the plan: the next agreement's number."""
     drafted_at: datetime | None = None
     """When the plan was drafted (``None`` when not known: events applied without it)."""
-    first_agreed_at: datetime | None = None
-    """When the client first agreed to the plan (``None``: never, or not known)."""
+    agreements_named: list[tuple[tuple[str, ...], datetime | None]] = field(default_factory=list)
+    """The goals each agreement named, and when it was made (``None``: not known), in order."""
     last_work: str = ""
     last_work_at: datetime | None = None
     """What of the plan's own work (its drafting, goals added, revised, achieved or dropped,
@@ -138,6 +138,19 @@ class Plan:
     def changed(self) -> None:
         """Note a change of what the plan holds: its next version, awaiting agreement."""
         self.version += 1
+
+    def agreements_shown(self, sensitive_shown: bool) -> list[datetime | None]:
+        """When each agreement shown to a reader was made (``None``: not known), in order: to
+        one not entitled to sensitive values, an agreement naming none but goals withheld from
+        them whole (``GoalState.special``) is not shown, the plan reading as it did before it
+        (the case view alike, ``case_document.plan_versions``): a plan agreed with no goal in
+        it they are shown would tell of one."""
+        withheld = {goal_id for goal_id, goal in self.goals.items() if goal.special}
+        return [
+            made_at
+            for goal_ids, made_at in self.agreements_named
+            if sensitive_shown or not withheld.issuperset(goal_ids)
+        ]
 
     def version_shown(self, sensitive_shown: bool) -> int:
         """The version as shown to a reader (``sensitive_shown``: one entitled to sensitive
@@ -244,12 +257,11 @@ class CasePlanning:
             case GoalDropped() if self.plan is not None:
                 self.plan.goals[event.goal_id].status = GoalStatus.DROPPED
             case PlanAgreed() if self.plan is not None:
-                if not self.plan.ever_agreed:
-                    self.plan.first_agreed_at = occurred_at
                 # The event numbers the agreement (1 for the first, then +1), not the version:
                 # the version agreed is the current one.
                 self.plan.agreed_version = self.plan.version
                 self.plan.agreements += 1
+                self.plan.agreements_named.append((event.goal_ids, occurred_at))
                 for goal_id in event.goal_ids:
                     agreed = self.plan.goals[goal_id]
                     if not agreed.agreed:

@@ -19,6 +19,7 @@ from services.planning.adapters.case_document import (
     plan_versions,
     previous_plans,
     scheduled_and_running,
+    stage,
 )
 
 
@@ -32,13 +33,13 @@ def command_result(case_id: str, recorded: list[RecordedEvent]) -> common_pb2.Co
 
 def case_view(document: Document, *, special: bool) -> planning_pb2.GetCaseViewResponse:
     """The case's view; ``special``: whether the reader may see sensitive values, without
-    which its plans' versions leave out the changes of the goals withheld from them
-    (``plan_versions``)."""
+    which its plans' versions leave out the changes of the goals withheld from them, and its
+    plans and stage the agreements naming none but such goals (``plan_versions``, ``stage``)."""
     view = planning_pb2.GetCaseViewResponse(
         case_id=document["case_id"],
         client_id=document["client_id"] or "",
         status=document["status"],
-        stage=document["stage"],
+        stage=stage(document, special=special),
         needs=_needs(document),
         services=[_service(service) for service in document["services"]],
         referrals=[_referral(referral) for referral in document["referrals"]],
@@ -150,7 +151,7 @@ def case_summary(document: Document, *, special: bool) -> planning_pb2.CaseSumma
         case_id=document["case_id"],
         client_id=document["client_id"] or "",
         status=document["status"],
-        stage=document["stage"],
+        stage=stage(document, special=special),
         worker_id=document["worker_id"] or "",
         needs=document["needs"],
         next_follow_up_due=document["next_follow_up_due"] or "",

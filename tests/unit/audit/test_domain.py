@@ -154,7 +154,8 @@ def test_a_reopened_case_has_no_plan_until_one_is_drafted_as_in_planning() -> No
 
     before = plan_as_of(T0 + 15 * DAY)
     assert before is not None
-    assert (before.plan_id, before.agreed_version, before.signed_by_client) == ("plan-1", 1, True)
+    signed = before.agreements[-1].signed_by_client
+    assert (before.plan_id, before.agreed_version, signed) == ("plan-1", 1, True)
     assert [g.goal_id for g in before.goals] == ["goal-1"]
     assert current(document, "plan") is None
     assert [plan["plan_id"] for plan in previous_plans(document)] == ["plan-1"]

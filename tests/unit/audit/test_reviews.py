@@ -1172,6 +1172,55 @@ async def test_the_version_agreed_is_numbered_as_planning_showed_it_to_the_user(
     assert workers.state.plan.agreed_version == 2
 
 
+async def test_an_agreement_to_goals_withheld_from_the_user_alone_is_not_shown_them(
+    deps: AuditDeps,
+    read_models: SqliteReadModelStore,
+    registry: EventRegistry,
+    issuer: TestIssuer,
+) -> None:
+    """A plan whose one goal is a substance-use need, agreed to: the coordinator's state as
+    they saw it held the plan agreed (version 1, signed) and the case planned, with no goal
+    they were shown agreed to, where planning agrees no plan without one. Planning shows them
+    that plan as never agreed, and so is it numbered here; the worker's is agreed."""
+    planning = Producer("casetrail/planning", f"case-{CASE}")
+    at = T0 + 2 * DAY
+    sober = Goal(
+        goal_id="goal-sober",
+        statement="...",
+        term=GoalTerm.SHORT,
+        need_category=NeedCategory.SUBSTANCE_USE,
+    )
+    worker = Actor(WORKER, Role.SOCIAL_WORKER)
+    drafted = planning.record(
+        PlanDrafted(case_id=CASE, plan_id="plan-1", goals=(sober,)), occurred_at=at, actor=worker
+    )
+    agreed = planning.record(
+        PlanAgreed(
+            case_id=CASE,
+            plan_id="plan-1",
+            plan_version=1,
+            goal_ids=("goal-sober",),
+            signed_by_client=True,
+        ),
+        occurred_at=at + HOUR,
+        actor=worker,
+    )
+    async with audit_over(
+        [*history(), drafted, agreed], deps, read_models, registry, issuer
+    ) as audit:
+        coordinators = await audit.GetCaseAsSeen(
+            seen_as(COORDINATOR.user_id, T0 + 4 * DAY, user_role="coordinator")
+        )
+        workers = await audit.GetCaseAsSeen(seen_as(WORKER, T0 + 4 * DAY))
+
+    def agreement(state: audit_pb2.CaseState) -> tuple[object, ...]:
+        plan = state.plan
+        return state.status, plan.agreed_version, list(plan.agreed_goal_ids), plan.signed_by_client
+
+    assert agreement(coordinators.state) == (audit_pb2.CASE_STATUS_ASSIGNED, 0, [], False)
+    assert agreement(workers.state) == (audit_pb2.CASE_STATUS_PLANNED, 1, ["goal-sober"], True)
+
+
 async def test_a_state_lists_what_grows_with_the_case_within_caps_and_says_how_many(
     audit: audit_pb2_grpc.AuditServiceAsyncStub, monkeypatch: pytest.MonkeyPatch
 ) -> None:

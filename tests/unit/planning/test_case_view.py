@@ -24,6 +24,8 @@ from events.envelope import EventMetadata, RecordedEvent
 from services.planning.adapters.case_document import new_document
 from services.planning.adapters.case_views import (
     CASE_VIEWS,
+    FIFTH_RETIRED,
+    FIFTH_RETIRED_COLLECTIONS,
     FIRST_RETIRED,
     FIRST_RETIRED_COLLECTIONS,
     FOURTH_RETIRED,
@@ -301,9 +303,10 @@ async def test_a_reopened_case_is_assessed_only_by_its_new_episodes_assessment(
         (RETIRED, RETIRED_COLLECTIONS),
         (THIRD_RETIRED, THIRD_RETIRED_COLLECTIONS),
         (FOURTH_RETIRED, FOURTH_RETIRED_COLLECTIONS),
+        (FIFTH_RETIRED, FIFTH_RETIRED_COLLECTIONS),
         (LATEST_RETIRED, LATEST_RETIRED_COLLECTIONS),
     ],
-    ids=["v1", "v2", "v3", "v4", "v5"],
+    ids=["v1", "v2", "v3", "v4", "v5", "v6"],
 )
 async def test_the_views_of_the_older_layouts_are_retired_at_start(
     bus: Bus, read_models: ReadModelStore, retired: str, collections: tuple[str, ...]
@@ -311,7 +314,8 @@ async def test_the_views_of_the_older_layouts_are_retired_at_start(
     # v1's documents cannot tell which episode their assessment belongs to; v2's lost the
     # contacts that were not the latest by the closures delivered when they came; v3's took
     # the evaluation recorded last for the latest, losing the one dated last; v4's kept no
-    # plan's changes, which its versions are counted from; v5's not which goal each was of.
+    # plan's changes, which its versions are counted from; v5's not which goal each was of;
+    # v6's not which goals each agreement named.
     old = {"case_id": "case-o", "opened": True, "assessed_needs": [{"category": "home_care"}]}
     async with read_models.transaction() as transaction:
         for collection in collections:

@@ -267,7 +267,7 @@ async def test_any_order_of_the_contacts_and_closures_leaves_one_follow_up(
 
 _KEPT_SINCE = {
     # The closures' sequences and the contact candidates, and a plan's changes and agreement:
-    # every case_view_v6 document has them.
+    # every case_view_v7 document has them.
     "document": ("sequences",),
     "plan": ("made_sequence", "sequences"),
     "entry": ("made_sequence", "sequences", "order"),

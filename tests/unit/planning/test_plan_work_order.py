@@ -129,7 +129,7 @@ def test_an_evaluation_written_up_late_may_be_dated_before_the_revision_it_asked
     audit = fold(CASE, in_time, TimeBasis.OCCURRED)
     assert audit.plan is not None
     assert [(g.goal_id, g.status) for g in audit.plan.goals] == [("goal-walk", "active")]
-    assert audit.plan.agreed_goal_ids == ("goal-walk",)
+    assert audit.plan.agreements[-1].goal_ids == ("goal-walk",)
     assert audit.plan.agreed_version == record.plan_version == 2
     # The plan's changes follow its changes, not the review written up late.
     revise = c.ReviseGoal(CASE, goal("goal-walk", "Walk to the corner"), "still too much")

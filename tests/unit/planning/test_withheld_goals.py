@@ -437,3 +437,99 @@ async def test_a_coordinator_is_answered_the_version_shown_them_and_the_worker_t
     assert dropped.plan_version == 3
     # A retry is answered the version the coordinator was shown right after their addition.
     assert (await stub.AddGoal(add_club())).plan_version == 2
+
+
+async def test_an_agreement_to_goals_withheld_from_a_reader_alone_is_not_shown_them(
+    planning: Planning,
+) -> None:
+    """The reviewer's case: the client agreed to a plan whose one goal is a substance-use need.
+    The coordinator was shown it agreed at version 1, the case active, with no goal in it,
+    where planning refuses to agree a plan with none (PLAN_HAS_NO_GOALS): told of a withheld
+    goal. To them the plan reads as a plan never agreed (a draft, the case still planning), as
+    a case whose plan has no goal and no agreement reads, in its view, its listing by stage and
+    a closure's refusal; the case's worker is shown the agreement."""
+    stub = planning.stub
+    await agreed_plan(planning, "case-p", sober())
+    # The case it must read as: its plan drafted with no goal, never agreed.
+    bus, plain = planning.bus, "case-q"
+    opening = (case_opened(plain), assessed(plain))
+    await bus.record(INTAKE, plain, *opening, actor=INTAKE_WORKER, occurred_at=PLANNED)
+    await bus.record(COORDINATION, plain, assigned(plain), occurred_at=PLANNED)
+    drafted = PlanDrafted(case_id=plain, plan_id=f"plan-{plain}", goals=())
+    await bus.record(PLANNING, plain, drafted, actor=WORKER, occurred_at=PLANNED)
+
+    async def stage(case_id: str, context: common_pb2.QueryContext) -> str:
+        request = planning_pb2.GetCaseViewRequest(context=context, case_id=case_id)
+        return str((await stub.GetCaseView(request)).stage)
+
+    never_agreed: tuple[object, ...] = (1, 0, "draft", [])
+    assert await plan_as_seen(planning, "case-p", "coordinator") == never_agreed
+    assert await plan_as_seen(planning, "case-q", "coordinator") == never_agreed
+    assert await stage("case-p", query()) == await stage("case-q", query()) == "planning"
+    assert await plan_as_seen(planning, "case-p", "worker") == (1, 1, "agreed", ["goal-sober"])
+    assert await stage("case-p", query(WORKER, "direct_care")) == "active"
+
+    async def listed(stage: str) -> list[str]:
+        request = planning_pb2.ListCasesRequest(context=query(), stage=stage)
+        return sorted(case.case_id for case in (await stub.ListCases(request)).cases)
+
+    assert await listed("active") == []
+    assert await listed("planning") == ["case-p", "case-q"]
+
+    async def closure_refused(case_id: str) -> tuple[grpc.StatusCode, str, list[str]]:
+        close = planning_pb2.CloseCaseRequest(
+            context=ctx(COORDINATOR, key=f"close-{case_id}"),
+            case_id=case_id,
+            reason="goals_achieved",
+        )
+        return await told(stub.CloseCase(close), case_id, f"plan-{case_id}")
+
+    refused_plain = await closure_refused("case-q")
+    assert "PLAN_NOT_AGREED" in str(refused_plain)
+    assert await closure_refused("case-p") == refused_plain
+
+
+async def test_an_evaluation_is_ordered_after_the_first_agreement_shown_to_its_caller(
+    planning: Planning,
+) -> None:
+    """An evaluation dated before the agreement to the substance-use goal alone was refused the
+    coordinator "must not be before plan ... was first agreed" at the moment of that agreement,
+    withheld from them. They are told the first agreement they are shown, the one to the goal
+    they added; the worker, the first."""
+    stub, case_id = planning.stub, "case-p"
+    await agreed_plan(planning, case_id, sober())
+    club = planning_pb2.AddGoalRequest(
+        context=dated(COORDINATOR, "add-club", PLANNED + 2 * H), case_id=case_id, goal=CLUB_GOAL
+    )
+    assert (await stub.AddGoal(club)).plan_version == 2
+    agreed = PlanAgreed(
+        case_id=case_id,
+        plan_id=f"plan-{case_id}",
+        plan_version=2,
+        goal_ids=("goal-sober", "goal-club"),
+        signed_by_client=True,
+    )
+    await planning.bus.record(PLANNING, case_id, agreed, actor=WORKER, occurred_at=PLANNED + 3 * H)
+    assert await plan_as_seen(planning, case_id, "coordinator") == (
+        2,
+        2,
+        "agreed",
+        ["goal-club"],
+    )
+
+    async def evaluation_refused(actor: Actor, key: str, goal_id: str, at: datetime) -> str:
+        rated = planning_pb2.GoalProgress(goal_id=goal_id, rating="on_track")
+        request = planning_pb2.EvaluateProgressRequest(
+            context=dated(actor, key, at), case_id=case_id, goal_progress=[rated]
+        )
+        code, details = await refused(stub.EvaluateProgress(request))
+        assert code is grpc.StatusCode.INVALID_ARGUMENT
+        [violation] = one(details, error_details_pb2.BadRequest).field_violations
+        return str(violation.description)
+
+    first_shown = (PLANNED + 3 * H).isoformat()
+    first_agreed = f"must not be before plan plan-{case_id} was first agreed"
+    told_coordinator = await evaluation_refused(COORDINATOR, "c", "goal-club", PLANNED + H / 2)
+    assert told_coordinator.startswith(f"{first_agreed} ({first_shown})"), told_coordinator
+    told_worker = await evaluation_refused(WORKER, "w", "goal-sober", PLANNED + H / 2)
+    assert told_worker.startswith(f"{first_agreed} ({(PLANNED + H).isoformat()})"), told_worker
