@@ -43,11 +43,14 @@ class DocumentTransaction(ABC):
 
     async def append_to_list(self, collection: str, key: str, field: str, item: Any) -> bool:
         """Append ``item`` to the list in ``field`` of a stored document; ``False`` when there
-        is no such document. Adapters splice it in inside the database, so a growing document
+        is no such document, ``ValueError`` (``no_list``) when its ``field`` holds no list,
+        nothing written. Adapters splice it in inside the database, so a growing document
         is neither read back nor written out again in Python."""
         document = await self.get(collection, key)
         if document is None:
             return False
+        if not isinstance(document.get(field), list):
+            raise no_list(collection, key, field)
         document[field].append(item)
         await self.put(collection, key, document)
         return True
@@ -408,6 +411,13 @@ class Projection(ABC):
             await self.erase(transaction, event)
         else:
             await self.apply(transaction, recorded)
+
+
+def no_list(collection: str, key: str, field: str) -> ValueError:
+    """``append_to_list`` given a document whose ``field`` holds no list: refused alike on
+    every backend (SQLite's ``json_insert`` left the document as it was and was taken for
+    done, PostgreSQL's ``||`` made a NULL document or a list of the scalar and the item)."""
+    return ValueError(f"{collection}/{key}: {field!r} holds no list to append to")
 
 
 def ordering(document: Document, order_field: str) -> str:

@@ -22,6 +22,7 @@ from casetrail_platform.projections.port import (
     DocumentTransaction,
     KeyRange,
     ReadModelStore,
+    no_list,
     ordering,
 )
 from casetrail_platform.store.pg_connections import Connection, PgConnections, creating_schema
@@ -478,10 +479,12 @@ class _PostgresTransaction(DocumentTransaction):
         cursor = await self._connection.execute(
             "UPDATE documents SET document = jsonb_set(document, ARRAY[%s],"
             " (document -> %s) || jsonb_build_array(%s::jsonb))"
-            " WHERE collection = %s AND key = %s",
-            (field, field, json.dumps(item, default=str), collection, key),
+            " WHERE collection = %s AND key = %s AND jsonb_typeof(document -> %s) = 'array'",
+            (field, field, json.dumps(item, default=str), collection, key, field),
         )
         if cursor.rowcount != 1:
+            if await _get(self._connection, collection, key) is not None:
+                raise no_list(collection, key, field)
             return False
         await self.told([collection], key)
         return True

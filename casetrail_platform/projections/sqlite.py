@@ -28,6 +28,7 @@ from casetrail_platform.projections.port import (
     DocumentTransaction,
     KeyRange,
     ReadModelStore,
+    no_list,
     ordering,
 )
 from casetrail_platform.store.sqlite_writer import connect
@@ -340,10 +341,12 @@ class _SqliteTransaction(DocumentTransaction):
     async def append_to_list(self, collection: str, key: str, field: str, item: Any) -> bool:
         cursor = self._connection.execute(
             "UPDATE documents SET document = json_insert(document, ?, json(?))"
-            " WHERE collection = ? AND key = ?",
-            (f"{_path(field)}[#]", dump_document(item), collection, key),
+            " WHERE collection = ? AND key = ? AND json_type(document, ?) = 'array'",
+            (f"{_path(field)}[#]", dump_document(item), collection, key, _path(field)),
         )
         if cursor.rowcount != 1:
+            if _get(self._connection, collection, key) is not None:
+                raise no_list(collection, key, field)
             return False
         if collection in self._watched:
             self.changed.append((collection, key))

@@ -246,6 +246,25 @@ async def test_append_to_list_adds_one_item_to_a_stored_document(
     assert await read_models.get("chunks", "missing") is None
 
 
+async def test_append_to_a_field_holding_no_list_is_refused_alike_and_writes_nothing(
+    read_models: ReadModelStore,
+) -> None:
+    """SQLite answered True and appended nothing (the item lost, its caller told it was kept);
+    PostgreSQL failed the transaction on a NULL document, or put a scalar and the item in a
+    new list."""
+    async with read_models.transaction() as transaction:
+        await transaction.put("chunks", "no-list", {"case_id": "c1"})
+        await transaction.put("chunks", "scalar", {"case_id": "c1", "events": 7})
+
+    for key in ("no-list", "scalar"):
+        with pytest.raises(ValueError, match="events"):
+            async with read_models.transaction() as transaction:
+                await transaction.append_to_list("chunks", key, "events", {"n": 2})
+
+    assert await read_models.get("chunks", "no-list") == {"case_id": "c1"}
+    assert await read_models.get("chunks", "scalar") == {"case_id": "c1", "events": 7}
+
+
 async def test_put_new_stores_only_where_nothing_is_stored(read_models: ReadModelStore) -> None:
     async with read_models.transaction() as transaction:
         await transaction.put("marks", "old", {"n": 1})
