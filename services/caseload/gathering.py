@@ -190,8 +190,11 @@ class Gathering:
         nonce, asker = headers.get(PART_MARK, ""), headers.get(ASKER, "")
         router = self._router
         # A process of the group before the latest rebalance too: one that has not seen it
-        # yet asks for parts under the assignment before it, and is no forger.
-        group = [*router.owners(HELD_CASES), *router.former_members()]
+        # yet asks for parts under the assignment before it, and is no forger. Not seen it a
+        # session past its end, it is out of the group (Kafka gives a silent member no longer),
+        # its last part asked long since.
+        within = self.app.settings.session_timeout + PART_SECONDS
+        group = [*router.owners(HELD_CASES), *router.former_members(within)]
         members = [
             at for at in group if not router.is_this_process(at) and router.same_process(at, asker)
         ]

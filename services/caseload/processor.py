@@ -192,6 +192,7 @@ class CaseloadApp(faust.App):
     def on_rebalance_end(self) -> None:
         super().on_rebalance_end()
         self.readiness.recovered()
+        cast(OwnerRouter, self.router).rebalance_ended()
 
     def ready(self) -> bool:
         """Whether the tables are recovered from their changelogs for the current assignment
