@@ -66,12 +66,20 @@ async def close_quietly(client: Any, grace: float) -> None:
 def transient(error: BaseException) -> bool:
     """Whether a client failure may pass once the broker is reachable again."""
     # aiokafka marks its own timeouts non-retriable, yet for us they mean "broker away". So is
-    # a topic's creation refused for its replication factor: KRaft refuses it while the brokers
-    # are fenced (just restarted, not caught up with the controller yet), and the factor itself
-    # was taken by the case-event topic's creation at the start.
-    return is_retriable(error) or isinstance(
-        error, KafkaTimeoutError | InvalidReplicationFactorError
+    # a topic's creation refused for its replication factor while the brokers are fenced (just
+    # restarted, not caught up with the controller yet): KRaft says so in the refusal. A factor
+    # more than the brokers registered ("cannot be reached because only N broker(s) are
+    # registered") is a setting to fix: retried, every group would wait on it for ever.
+    return (
+        is_retriable(error)
+        or isinstance(error, KafkaTimeoutError)
+        or (isinstance(error, InvalidReplicationFactorError) and BROKERS_FENCED in str(error))
     )
+
+
+BROKERS_FENCED = "fenced"
+"""What KRaft's refusal of a topic's replication factor says while the brokers are fenced
+("All brokers are currently fenced or in controlled shutdown")."""
 
 
 def describe(error: BaseException) -> str:

@@ -74,6 +74,25 @@ def test_kafka_timeouts_count_as_a_broker_away() -> None:
     assert not transient(TopicAuthorizationFailedError())
 
 
+def test_a_replication_factor_is_waited_for_only_while_the_brokers_are_fenced() -> None:
+    from aiokafka.errors import InvalidReplicationFactorError
+
+    # As topics.create_topics words the broker's refusals.
+    assert transient(
+        InvalidReplicationFactorError(
+            "creating topic g.dlq: Unable to replicate the partition 3 time(s): All brokers are"
+            " currently fenced or in controlled shutdown."
+        )
+    )
+    # A setting to fix: every group retrying it would wait for ever, health SERVING.
+    assert not transient(
+        InvalidReplicationFactorError(
+            "creating topic g.dlq: The target replication factor of 3 cannot be reached because"
+            " only 1 broker(s) are registered."
+        )
+    )
+
+
 async def test_waits_end_when_stop_is_set() -> None:
     stop = asyncio.Event()
     stop.set()
