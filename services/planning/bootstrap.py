@@ -25,7 +25,7 @@ async def start(infra: Infrastructure, address: str = "127.0.0.1:0") -> RunningS
     host = await host_for(infra, SERVICE)
     await retire_old_layout(host.read_models)
     await retire_old_facts_layout(host.read_models)
-    views = CaseViewProjection()
+    views = CaseViewProjection(infra.time_zone)
     host.subscribe(views)
     host.subscribe(StaffProjection())
     access = facts_access_control(host)

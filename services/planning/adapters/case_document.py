@@ -21,9 +21,10 @@ from __future__ import annotations
 
 from bisect import bisect_left, insort
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 
+from casetrail_platform.ages import agency_today
 from casetrail_platform.policy.redaction import is_sensitive_code
 from casetrail_platform.projections.port import Document
 from events.catalog.assessment import InitialAssessmentRecorded
@@ -102,12 +103,19 @@ def new_document(case_id: str) -> Document:
     }
 
 
-def apply_event(document: Document, recorded: RecordedEvent) -> bool:
-    """Change ``document`` for ``recorded``; False when the event does not concern the view."""
-    change = _CHANGES.get(type(recorded.event))
-    if change is None:
+def apply_event(document: Document, recorded: RecordedEvent, time_zone: tzinfo = UTC) -> bool:
+    """Change ``document`` for ``recorded``; False when the event does not concern the view.
+    ``time_zone``: the agency's (``CASETRAIL_AGENCY_TIME_ZONE``), whose date of the event's
+    moment the view shows (a contact's, an evaluation's), as planning checks the follow-up
+    due against: UTC's date put an agency west of UTC's evening contact on the next day, after
+    the follow-up it set for that day."""
+    kind = type(recorded.event)
+    if (dated := _DATED_CHANGES.get(kind)) is not None:
+        dated(document, recorded.event, recorded, _day(recorded, time_zone))
+    elif (change := _CHANGES.get(kind)) is not None:
+        change(document, recorded.event, recorded)
+    else:
         return False
-    change(document, recorded.event, recorded)
     _derive(document)
     return True
 
@@ -226,8 +234,9 @@ def _cycle_at(closures: list[int], sequence: int) -> int:
     return bisect_left(closures, sequence)
 
 
-def _day(recorded: RecordedEvent) -> str:
-    return recorded.metadata.occurred_at.date().isoformat()
+def _day(recorded: RecordedEvent, time_zone: tzinfo) -> str:
+    """The agency's date at ``recorded``'s stated moment."""
+    return agency_today(time_zone, recorded.metadata.occurred_at).isoformat()
 
 
 def _later(holder: Document, mark: str, recorded: RecordedEvent) -> bool:
@@ -413,23 +422,26 @@ def _plan_agreed(document: Document, event: PlanAgreed, recorded: RecordedEvent)
     _settle(plan)
 
 
-def _evaluated(document: Document, event: ProgressEvaluated, recorded: RecordedEvent) -> None:
+def _evaluated(
+    document: Document, event: ProgressEvaluated, recorded: RecordedEvent, day: str
+) -> None:
     plan = _plan(document, event.plan_id, recorded)
     for progress in event.goal_progress:
         rating = {"latest_rating": progress.rating.value}
         _goal_change(document, plan, progress.goal_id, "rating", recorded, rating)
     if _later(plan, "evaluation", recorded):
-        plan["last_evaluated_on"] = _day(recorded)
+        plan["last_evaluated_on"] = day
         plan["adjustment_needed"] = event.plan_adjustment_needed
     _settle(plan)
 
 
-def _contact(document: Document, event: ContactLogged, recorded: RecordedEvent) -> None:
+def _contact(document: Document, event: ContactLogged, recorded: RecordedEvent, day: str) -> None:
     document["contacts_logged"] += 1
     due = event.next_follow_up_due
     logged = {
         "sequence": recorded.sequence,
         "at": recorded.metadata.occurred_at.isoformat(),
+        "on": day,
         "due": None if due is None else due.isoformat(),
     }
     document["contact_candidates"] = [*document["contact_candidates"], logged]
@@ -460,7 +472,7 @@ def _latest_contact(document: Document, closures: list[int]) -> None:
         return
     latest = candidates[0]  # of the last cycle with contacts, dated after the later ones
     document["last_contact_at"] = latest["at"]
-    document["last_contact_on"] = _moment(latest).date().isoformat()
+    document["last_contact_on"] = latest["on"]
     closed_since = bool(closures) and closures[-1] > latest["sequence"]
     document["next_follow_up_due"] = None if closed_since else latest["due"]
 
@@ -770,8 +782,6 @@ _CHANGES: dict[type[CaseEvent], Change] = {
     GoalAchieved: _goal_achieved,
     GoalDropped: _goal_dropped,
     PlanAgreed: _plan_agreed,
-    ProgressEvaluated: _evaluated,
-    ContactLogged: _contact,
     DischargePlanned: _discharge,
     CaseClosed: _closed,
     CaseReopened: _reopened,
@@ -786,5 +796,13 @@ _CHANGES: dict[type[CaseEvent], Change] = {
     ReferralWithdrawn: _referral_answered,
 }
 
-EVENT_TYPES = frozenset(kind.event_type for kind in _CHANGES)
+DatedChange = Callable[[Document, Any, RecordedEvent, str], None]
+"""A change keeping the agency's date of the event's moment (``day``, ISO)."""
+
+_DATED_CHANGES: dict[type[CaseEvent], DatedChange] = {
+    ProgressEvaluated: _evaluated,
+    ContactLogged: _contact,
+}
+
+EVENT_TYPES = frozenset(kind.event_type for kind in (*_CHANGES, *_DATED_CHANGES))
 """The event types ``apply_event`` reacts to."""

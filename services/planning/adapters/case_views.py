@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime, tzinfo
 
 from casetrail_platform.projections.erasure import CaseErasure, erased_marks, scrubbing
 from casetrail_platform.projections.port import (
@@ -91,6 +91,10 @@ class CaseViewProjection(Projection):
     )
     event_types = EVENT_TYPES
 
+    def __init__(self, time_zone: tzinfo = UTC) -> None:
+        """``time_zone``: the agency's, whose dates the view shows (``apply_event``)."""
+        self._time_zone = time_zone
+
     async def apply(self, transaction: DocumentTransaction, recorded: RecordedEvent) -> None:
         if isinstance(recorded.event, CaseAssigned | CaseReassigned):
             # With the case's worker, in one transaction: a command that finds the worker
@@ -101,7 +105,7 @@ class CaseViewProjection(Projection):
             return
         document = await transaction.get(CASE_VIEWS, case_id) or new_document(case_id)
         due_before = document["next_follow_up_due"]
-        if not apply_event(document, recorded):
+        if not apply_event(document, recorded, self._time_zone):
             return
         await ERASURE.settle(transaction, case_id, document)
         await transaction.put(CASE_VIEWS, case_id, document)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -193,9 +193,12 @@ class Bus:
     stores: dict[str, EventStore] = field(default_factory=dict)
     delivered_up_to: dict[str, int] = field(default_factory=dict)
     keys: int = 0
+    time_zone: tzinfo = UTC
+    """The agency's, whose dates the case view shows."""
 
     def handler(self) -> BusProjectionHandler:
-        return BusProjectionHandler(self.read_models, CaseViewProjection(), service="planning")
+        projection = CaseViewProjection(self.time_zone)
+        return BusProjectionHandler(self.read_models, projection, service="planning")
 
     def facts_handler(self) -> BusProjectionHandler:
         """The access policy's facts, as every service keeps them (casetrail_platform/policy)."""

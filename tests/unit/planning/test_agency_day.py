@@ -16,11 +16,24 @@ from casetrail_platform.policy.home_agency import DEFAULT_HOME_AGENCY
 from casetrail_platform.policy.projection import CaseFactsReader
 from casetrail_platform.store.sqlite import SqliteEventStore
 from events.catalog.assignment import CredentialKind, WorkerCredential
+from events.catalog.monitoring import ContactKind, GoalProgress, ProgressRating
+from services.planning.adapters.case_views import CaseViews
 from services.planning.app.handlers import Dependencies
+from services.planning.domain import commands as c
+from services.planning.entrypoints import present
 from services.planning.entrypoints.grpc_server import SERVICE_NAME, PlanningServicer
 from tests.support.grpc import serving
 from tests.support.identity import TestIssuer
-from tests.unit.planning.support import COORDINATION, WORKER, Bus, assigned, ctx, query
+from tests.unit.planning.support import (
+    COORDINATION,
+    WORKER,
+    Bus,
+    Planner,
+    assigned,
+    ctx,
+    goal,
+    query,
+)
 
 EVENING = datetime(2030, 3, 2, 1, 0, tzinfo=UTC)
 """17:00 on 1 March 2030 in Los Angeles."""
@@ -93,3 +106,27 @@ async def test_the_days_planning_checks_are_the_agencys_dates(
     overdue = await stub.ListCases(planning_pb2.ListCasesRequest(context=query(), overdue_now=True))
 
     assert list(overdue.cases) == [], "due today, not overdue"
+
+
+async def test_the_case_view_shows_the_agencys_dates(deps: Dependencies, bus: Bus) -> None:
+    """A contact and an evaluation at 17:00 in Los Angeles are of that day there, as the
+    follow-up the contact set for it: on UTC's date the view put them on the next day, the
+    follow-up due before the contact that set it."""
+    bus.time_zone = ZoneInfo("America/Los_Angeles")
+    plan = Planner(deps, bus)
+    await bus.open_case("case-1")
+    await plan(c.DraftPlan("case-1", "plan-1", (goal("goal-walk"),)))
+    await plan(c.RecordAgreement("case-1", None, "yes", True))
+    call = c.LogContact("case-1", "call", ContactKind.PHONE_CALL, "Fine", AGENCY_TODAY)
+    await plan(call, occurred_at=EVENING)
+    on_track = GoalProgress(goal_id="goal-walk", rating=ProgressRating.ON_TRACK)
+    evaluation = c.EvaluateProgress("case-1", "eval-1", (on_track,), (), (), False)
+    await plan(evaluation, occurred_at=EVENING)
+
+    document = await CaseViews(bus.read_models).get("case-1")
+
+    assert document is not None
+    view = present.case_view(document, special=True)
+    today = AGENCY_TODAY.isoformat()
+    assert (view.last_contact_on, view.next_follow_up_due) == (today, today)
+    assert view.plan.last_evaluated_on == today
