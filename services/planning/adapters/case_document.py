@@ -360,6 +360,7 @@ def _plan(document: Document, plan_id: str, recorded: RecordedEvent) -> Document
         "change_sequences": [],
         "goal_change_sequences": {},
         "agreements": [],
+        "evaluations": [],
         "sequences": {},
     }
     _settle_plans(document, [*_plans(document), plan])
@@ -432,6 +433,11 @@ def _evaluated(
     if _later(plan, "evaluation", recorded):
         plan["last_evaluated_on"] = day
         plan["adjustment_needed"] = event.plan_adjustment_needed
+    # Which goals each evaluation rated: a reader shown none of them is not shown it.
+    rated = [entry.goal_id for entry in event.goal_progress]
+    evaluation = [_place("evaluation", recorded), rated, day, event.plan_adjustment_needed]
+    if evaluation not in plan["evaluations"]:
+        insort(plan["evaluations"], evaluation)
     _settle(plan)
 
 
@@ -715,6 +721,23 @@ def plan_versions(plan: Document, *, special: bool) -> tuple[int, int, str]:
     goal_changes = plan["goal_change_sequences"]
     withheld = {sequence for goal_id in withheld_ids for sequence in goal_changes.get(goal_id, ())}
     return _versions(plan, withheld, _agreed_shown(plan, withheld_ids))
+
+
+def evaluation_shown(plan: Document, *, special: bool) -> tuple[str | None, bool]:
+    """The day of the plan's latest evaluation (``None``: none) and whether it asked for an
+    adjustment, as shown to a reader (``special``: one entitled to sensitive values). To one
+    who is not, an evaluation rating none but goals withheld from them whole is not shown, as
+    an agreement naming none is not (``plan_versions``): a plan evaluated, agreed to none of
+    the goals they are shown, or with none of them rated since, would tell of one."""
+    if special:
+        return plan["last_evaluated_on"], plan["adjustment_needed"]
+    withheld_ids = _withheld_goal_ids(plan)
+    shown = [
+        (day, adjustment_needed)
+        for _, goal_ids, day, adjustment_needed in plan["evaluations"]
+        if not withheld_ids.issuperset(goal_ids)
+    ]
+    return shown[-1] if shown else (None, False)
 
 
 def stage(document: Document, *, special: bool) -> str:

@@ -16,6 +16,7 @@ from events.envelope import RecordedEvent
 from services.planning.adapters.case_document import (
     OPEN_REFERRAL_STATUSES,
     current,
+    evaluation_shown,
     plan_versions,
     previous_plans,
     scheduled_and_running,
@@ -34,7 +35,8 @@ def command_result(case_id: str, recorded: list[RecordedEvent]) -> common_pb2.Co
 def case_view(document: Document, *, special: bool) -> planning_pb2.GetCaseViewResponse:
     """The case's view; ``special``: whether the reader may see sensitive values, without
     which its plans' versions leave out the changes of the goals withheld from them, and its
-    plans and stage the agreements naming none but such goals (``plan_versions``, ``stage``)."""
+    plans and stage the agreements and evaluations naming none but such goals
+    (``plan_versions``, ``evaluation_shown``, ``stage``)."""
     view = planning_pb2.GetCaseViewResponse(
         case_id=document["case_id"],
         client_id=document["client_id"] or "",
@@ -176,6 +178,7 @@ def _needs(document: Document) -> list[planning_pb2.Need]:
 
 def _plan(plan: Document, special: bool) -> planning_pb2.PlanView:
     version, agreed_version, agreement_status = plan_versions(plan, special=special)
+    last_evaluated_on, adjustment_needed = evaluation_shown(plan, special=special)
     return planning_pb2.PlanView(
         plan_id=plan["plan_id"],
         version=version,
@@ -189,8 +192,8 @@ def _plan(plan: Document, special: bool) -> planning_pb2.PlanView:
             )
             for entry in plan["goals"]
         ],
-        last_evaluated_on=plan["last_evaluated_on"] or "",
-        adjustment_needed=plan["adjustment_needed"],
+        last_evaluated_on=last_evaluated_on or "",
+        adjustment_needed=adjustment_needed,
     )
 
 

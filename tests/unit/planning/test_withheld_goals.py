@@ -23,6 +23,7 @@ from casetrail_platform.commands import CommandContext
 from casetrail_platform.policy.guard import REDACTED_KEY
 from cli.rpc import Person
 from events.catalog.cases import DischargeReason
+from events.catalog.monitoring import GoalProgress, ProgressEvaluated, ProgressRating
 from events.catalog.planning import (
     Goal,
     GoalAchieved,
@@ -533,3 +534,33 @@ async def test_an_evaluation_is_ordered_after_the_first_agreement_shown_to_its_c
     assert told_coordinator.startswith(f"{first_agreed} ({first_shown})"), told_coordinator
     told_worker = await evaluation_refused(WORKER, "w", "goal-sober", PLANNED + H / 2)
     assert told_worker.startswith(f"{first_agreed} ({(PLANNED + H).isoformat()})"), told_worker
+
+
+async def test_an_evaluation_of_goals_withheld_from_a_reader_alone_is_not_shown_them(
+    planning: Planning,
+) -> None:
+    """The worker evaluated the plan agreed to its substance-use goal alone: the coordinator,
+    shown the plan as never agreed, was shown it evaluated that day and needing adjustment,
+    where a plan is evaluated only once agreed, and rated only on goals they are not shown. To
+    them the plan reads as before that evaluation, as of the latest rating a goal they are
+    shown; the case's worker is shown every evaluation."""
+    stub, case_id = planning.stub, "case-p"
+    await agreed_plan(planning, case_id, sober())
+    progress = ProgressEvaluated(
+        case_id=case_id,
+        evaluation_id="eval-sober",
+        plan_id=f"plan-{case_id}",
+        goal_progress=(GoalProgress(goal_id="goal-sober", rating=ProgressRating.REGRESSED),),
+        plan_adjustment_needed=True,
+    )
+    await planning.bus.record(PLANNING, case_id, progress, actor=WORKER, occurred_at=PLANNED + H)
+
+    async def evaluation_seen(context: common_pb2.QueryContext) -> tuple[str, bool]:
+        request = planning_pb2.GetCaseViewRequest(context=context, case_id=case_id)
+        plan = (await stub.GetCaseView(request)).plan
+        return plan.last_evaluated_on, plan.adjustment_needed
+
+    assert await plan_as_seen(planning, case_id, "coordinator") == (1, 0, "draft", [])
+    assert await evaluation_seen(query()) == ("", False)
+    on_the_day = (PLANNED + H).date().isoformat()
+    assert await evaluation_seen(query(WORKER, "direct_care")) == (on_the_day, True)
