@@ -26,7 +26,7 @@ from events.catalog.base import Role
 from events.catalog.referrals import ReferralWithdrawn
 from events.catalog.scheduling import LocationKind, ServiceCancelled, ServiceKind, ServiceLocation
 from events.catalog.values import NeedCategory, Provider
-from events.envelope import Actor
+from events.envelope import Actor, RecordedEvent
 from services.coordination.adapters.projections import CASE_FACTS
 from services.coordination.app.follow_ups import FollowUps
 from services.coordination.app.handlers.running import Dependencies
@@ -608,9 +608,11 @@ async def test_a_withdrawn_referral_calls_off_its_services_still_to_come_once(
     ] == [(booked.service_id, REFERRAL_ENDED_REASON, withdrawal.event_id)]
 
 
-async def test_a_service_left_scheduled_by_a_withdrawal_is_not_moved_past_it(
+async def _left_scheduled_by_a_withdrawal(
     stub: Stub, intake: IntakeFeed, deps: Dependencies, store: SqliteEventStore
-) -> None:
+) -> tuple[datetime, Any, RecordedEvent]:
+    """A service booked from a referral, starting before the referral's withdrawal, which its
+    follow-up leaves scheduled: its start, the booking's answer and the withdrawal."""
     await intake.open_case("case-1", "client-1", [NeedCategory.COUNSELING])
     await intake.consent("case-1", "client-1")
     referral_id = (await refer(stub, "case-1", "counseling")).referral_id
@@ -631,6 +633,13 @@ async def test_a_service_left_scheduled_by_a_withdrawal_is_not_moved_past_it(
         r for r in await store.read_stream("case-case-1") if isinstance(r.event, ReferralWithdrawn)
     ]
     await FollowUps(deps)(withdrawal)
+    return started, booked, withdrawal
+
+
+async def test_a_service_left_scheduled_by_a_withdrawal_is_not_moved_past_it(
+    stub: Stub, intake: IntakeFeed, deps: Dependencies, store: SqliteEventStore
+) -> None:
+    started, booked, withdrawal = await _left_scheduled_by_a_withdrawal(stub, intake, deps, store)
 
     def move(starts_at: datetime) -> Any:
         return stub.RescheduleService(
@@ -661,26 +670,7 @@ async def test_a_service_left_scheduled_by_a_withdrawal_is_not_delivered_past_it
     """Where it took place is where it moves to: recorded as delivered starting at or after the
     referral's end, it would be care from a referral no longer running (and claimable), which
     RescheduleService refuses."""
-    await intake.open_case("case-1", "client-1", [NeedCategory.COUNSELING])
-    await intake.consent("case-1", "client-1")
-    referral_id = (await refer(stub, "case-1", "counseling")).referral_id
-    await accept(stub, "case-1", referral_id)
-    started = OPENED + 2 * AN_HOUR  # before the withdrawal: its follow-up leaves it
-    booked = await stub.ScheduleService(
-        schedule_request(
-            "case-1",
-            "counseling",
-            started,
-            provider=COUNSELING_CENTRE,
-            role="coordinator",
-            referral_id=referral_id,
-        )
-    )
-    await stub.WithdrawReferral(_withdrawal(referral_id))
-    [withdrawal] = [
-        r for r in await store.read_stream("case-case-1") if isinstance(r.event, ReferralWithdrawn)
-    ]
-    await FollowUps(deps)(withdrawal)
+    started, booked, withdrawal = await _left_scheduled_by_a_withdrawal(stub, intake, deps, store)
 
     def delivered(role: str, starts_at: datetime) -> Any:
         return stub.RecordServiceDelivered(
