@@ -696,3 +696,60 @@ async def test_a_service_left_scheduled_by_a_withdrawal_is_not_delivered_past_it
         assert refusal.metadata["ended_at"] == withdrawal.recorded_at.isoformat()
     assert await store.read_stream(schedule_stream("client-1")) == before
     await delivered("partner_agency", started)  # given before the withdrawal
+
+
+@pytest.mark.parametrize("role", ["partner_agency", "coordinator"])
+async def test_a_withdrawal_landing_as_a_delivery_is_decided_is_not_delivered_past(
+    stub: Stub,
+    intake: IntakeFeed,
+    store: SqliteEventStore,
+    monkeypatch: pytest.MonkeyPatch,
+    role: str,
+) -> None:
+    """The referral withdrawn between the delivery's decision and its append: the delivery,
+    of a role that acts whoever carries the case, was written on the referral as it stood
+    before, starting past the end (care from a referral no longer running, and claimable),
+    where the case's stream it decided on guards it now and it decides again."""
+    await intake.open_case("case-1", "client-1", [NeedCategory.COUNSELING])
+    await intake.consent("case-1", "client-1")
+    referral_id = (await refer(stub, "case-1", "counseling")).referral_id
+    await accept(stub, "case-1", referral_id)
+    booked = await stub.ScheduleService(
+        schedule_request(
+            "case-1",
+            "counseling",
+            OPENED + 2 * AN_HOUR,
+            provider=COUNSELING_CENTRE,
+            role="coordinator",
+            referral_id=referral_id,
+        )
+    )
+    append = store.append
+
+    async def withdrawn_first(stream: str, events: Any, *args: Any, **kwargs: Any) -> Any:
+        if stream == schedule_stream("client-1"):
+            monkeypatch.setattr(store, "append", append)
+            await stub.WithdrawReferral(_withdrawal(referral_id))
+        return await append(stream, events, *args, **kwargs)
+
+    monkeypatch.setattr(store, "append", withdrawn_first)
+    before = await store.read_stream(schedule_stream("client-1"))
+    starts_at = datetime.now(UTC) + timedelta(minutes=1)  # after the withdrawal, given ahead
+    refusal = await refused(
+        stub.RecordServiceDelivered(
+            pb.RecordServiceDeliveredRequest(
+                context=command_context(role, agency=COUNSELING_CENTRE.provider_id)
+                if role == "partner_agency"
+                else command_context(role),
+                case_id="case-1",
+                service_id=booked.service_id,
+                starts_at=timestamp(starts_at),
+                ends_at=timestamp(starts_at + timedelta(minutes=1)),
+            )
+        )
+    )
+    assert (refusal.code, refusal.rule) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "REFERRAL_NOT_USABLE",
+    )
+    assert await store.read_stream(schedule_stream("client-1")) == before

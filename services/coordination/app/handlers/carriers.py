@@ -11,7 +11,6 @@ from casetrail_platform.identity.principal import Principal
 from casetrail_platform.policy.facts import CaseFacts as PolicyFacts
 from casetrail_platform.policy.guard import AccessControl
 from casetrail_platform.store.port import EventStore, StreamVersion
-from events.catalog.assignment import CASE_CARRYING_ROLES
 from events.catalog.base import CaseEvent, Role
 from events.envelope import Actor, RecordedEvent
 from services.coordination.app.handlers.running import Dependencies
@@ -57,7 +56,9 @@ class CaseCarrier:
     stream, refuses an actor who may not do ``action`` on it (``carrying``) and returns the
     version read, so the schedule's append is written only if the case's stream is still there:
     a TransferCase committed in between makes the command read again, and the previous worker
-    is refused. Nothing is guarded for a role that acts whoever carries the case."""
+    is refused. Whoever acts: the decision reads the case's referrals too (a service booked,
+    moved or delivered from one), and a referral declined, completed or withdrawn in between
+    makes it decide again, so no service is delivered past the end of its referral."""
 
     store: EventStore
     context: CommandContext
@@ -70,8 +71,6 @@ class CaseCarrier:
         stream = case_stream(self.case_id)
         history = await self.store.read_stream(stream)
         self.case = carrying(self.context.actor, self.action, history)
-        if self.context.actor.role not in CASE_CARRYING_ROLES:
-            return None
         return StreamVersion.as_read(stream, history)
 
 
