@@ -73,6 +73,9 @@ class Claim:
     amount_approved: Money | None = None
     filed_at: datetime | None = None
     """When it was filed, as its command stated: its decision cannot have happened before."""
+    decided_at: datetime | None = None
+    """When it was decided, as its command stated: denied, it frees its services for another
+    claim from then on."""
 
     @property
     def status(self) -> str:
@@ -168,6 +171,7 @@ def _apply(state: CaseState, recorded: RecordedEvent) -> None:
             claim = state.claims[event.claim_id]
             claim.decision = event.decision
             claim.amount_approved = event.amount_approved
+            claim.decided_at = recorded.metadata.occurred_at
 
 
 def _change(referral: Referral, status: ReferralStatus, recorded: RecordedEvent) -> None:

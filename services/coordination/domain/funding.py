@@ -198,7 +198,9 @@ def decide_claim(
     occurred_at: datetime | None = None,
 ) -> list[CaseEvent]:
     """``occurred_at``: the command's moment (stated, else now), not before the delivery of
-    any service it claims was recorded: a claim follows the care it is for."""
+    any service it claims was recorded (a claim follows the care it is for), nor before the
+    denial of an earlier claim for it (the denial freed it: dated before, two claims would
+    cover the service at once)."""
     claimed = {
         service_id: claim.claim_id
         for claim in case.claims.values()
@@ -221,6 +223,11 @@ def decide_claim(
                 status=service.status.value,
             )
         require_not_before(occurred_at, service.last_change, service.changed_at)
+        for denied in case.claims.values():
+            if service_id in denied.service_ids and not denied.covers_services:
+                require_not_before(
+                    occurred_at, f"claim {denied.claim_id} was denied", denied.decided_at
+                )
         # A delivery recorded before the closure reached coordination may start after it, on
         # the case closed still or reopened since: no care the case gave.
         check_given_while_open(facts, service.starts_at)

@@ -294,6 +294,33 @@ async def test_a_claim_is_filed_not_before_the_delivery_it_claims(
     await stub.FileInsuranceClaim(_claim(service, TODAY))
 
 
+async def test_a_claim_is_filed_not_before_the_denial_that_freed_its_service(
+    stub: Stub, intake: IntakeFeed, store: SqliteEventStore
+) -> None:
+    """A denied claim frees its services for another claim from its denial on: dated before,
+    the history by the moments stated would hold two claims covering one service at once,
+    which SERVICE_ALREADY_CLAIMED refuses."""
+    await intake.open_case("case-1", "client-1", [NeedCategory.PHYSICAL_THERAPY], at=OPENED)
+    slot = OPENED + timedelta(hours=2)
+    booked = await stub.ScheduleService(
+        _dated(schedule_request("case-1", "physical_therapy", slot, role="coordinator"), slot)
+    )
+    service = booked.service_id
+    await stub.RecordServiceDelivered(_delivered(service, slot, slot + AN_HOUR))
+    first = await stub.FileInsuranceClaim(_claim(service, slot + 2 * AN_HOUR))
+    denial = _claim_decision(first.claim_id, TODAY)
+    denial.decision, denial.reason = "denied", "not covered by the policy"
+    denial.amount_approved.CopyFrom(usd(0))
+    await stub.RecordClaimDecision(denial)
+    await _refused_as_dated_before(
+        store,
+        stub.FileInsuranceClaim(_claim(service, EARLIER)),
+        "case-case-1",
+        f"claim {first.claim_id} was denied",
+    )
+    await stub.FileInsuranceClaim(_claim(service, TODAY))
+
+
 def _release(reservation_id: str, at: datetime) -> pb.ReleaseBudgetRequest:
     return pb.ReleaseBudgetRequest(
         context=command_context("coordinator", at=at),
