@@ -48,6 +48,8 @@ class Referral:
     changed_at: datetime | None = None
     """When its last event (made, answered, withdrawn) happened, as its command stated: what
     is done to it next cannot have happened before."""
+    made_at: datetime | None = None
+    """When it was made, as its command stated: no service is booked from it before."""
     ended_at: datetime | None = None
     """When it stopped running (declined, completed or withdrawn), as recorded: the moment
     from which the services booked from it are called off (``app.follow_ups``)."""
@@ -148,6 +150,7 @@ def _apply(state: CaseState, recorded: RecordedEvent) -> None:
                 event.urgency.value,
                 consent_id=event.consent_id,
                 changed_at=recorded.metadata.occurred_at,
+                made_at=recorded.metadata.occurred_at,
             )
         case ReferralAccepted():
             _change(state.referrals[event.referral_id], ReferralStatus.ACCEPTED, recorded)

@@ -81,7 +81,8 @@ def decide_schedule(
 ) -> list[CaseEvent]:
     """``consented``: the sensitive categories each consent in force names, by consent id (read
     only for a service of a kind that tells of one, booked from a referral). ``occurred_at``:
-    the command's moment (stated, else now), checked as new work's (``check_new_work``).
+    the command's moment (stated, else now), checked as new work's (``check_new_work``) and,
+    booked from a referral, not before the referral was made.
     ``shown``: the services the caller is shown, the only ones a conflict tells the slot of."""
     check_new_work(facts, occurred_at)
     check_not_before_opening(facts, command.starts_at, "starts_at")
@@ -94,6 +95,11 @@ def decide_schedule(
             raise _referral_not_usable(
                 referral, "services can only come from a pending or accepted referral"
             )
+        # Dated before it, the history by the moments stated would hold a service booked
+        # from a referral not yet made.
+        require_not_before(
+            occurred_at, f"referral {referral.referral_id} was made", referral.made_at
+        )
         if referral.provider.provider_id != command.provider.provider_id:
             # The referral's provider reads the services of its referral, and the service's
             # provider records and cancels it: one agency, the one the client's consent named.

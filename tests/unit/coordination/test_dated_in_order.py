@@ -112,6 +112,35 @@ async def test_a_referral_is_answered_and_withdrawn_not_before_its_last_event(
     await stub.WithdrawReferral(_withdrawal(made, TODAY))
 
 
+async def test_a_service_is_booked_from_a_referral_not_before_it_was_made(
+    stub: Stub, intake: IntakeFeed, store: SqliteEventStore
+) -> None:
+    """Dated before the referral, the history by the moments stated would hold a service
+    booked from a referral not yet made, for its provider to give."""
+    await intake.open_case("case-1", "client-1", [NeedCategory.COUNSELING], at=OPENED)
+    await intake.consent("case-1", "client-1")
+    made = (await refer(stub, "case-1", "counseling")).referral_id  # at TODAY
+
+    def booking(at: datetime) -> pb.ScheduleServiceRequest:
+        request = schedule_request(
+            "case-1",
+            "counseling",
+            NEXT_WEEK,
+            provider=COUNSELING_CENTRE,
+            role="coordinator",
+            referral_id=made,
+        )
+        return _dated(request, at)  # type: ignore[no-any-return]
+
+    await _refused_as_dated_before(
+        store,
+        stub.ScheduleService(booking(EARLIER)),
+        "schedule-client-1",
+        f"referral {made} was made",
+    )
+    await stub.ScheduleService(booking(TODAY))
+
+
 async def test_a_pending_referral_is_declined_at_the_moment_it_was_made(
     stub: Stub, intake: IntakeFeed
 ) -> None:
