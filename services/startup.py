@@ -18,7 +18,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2
 
 from casetrail_platform.addresses import BindError
-from casetrail_platform.bus.errors import is_retriable
+from casetrail_platform.bus.kafka_clients import transient
 from casetrail_platform.errors import StorageUnavailableError
 from casetrail_platform.grpc_platform.server import create_health_server
 from casetrail_platform.shutdown import CANCEL_SECONDS, within
@@ -33,8 +33,10 @@ MAX_RETRY_SECONDS = 10.0
 
 def unreachable(error: BaseException, postgres: str, kafka: str) -> str | None:
     """What ``error`` says is out of reach (``postgres``/``kafka``: how to name each server),
-    or ``None`` when it is not an outage (a configuration error: start-up fails for good)."""
-    if not isinstance(error, Exception) or not is_retriable(error):
+    or ``None`` when it is not an outage (a configuration error: start-up fails for good).
+    An outage as the bus's members take one (``transient``): a broker just restarted and still
+    fenced, refusing a topic's creation, is waited for, not taken for a wrong setting."""
+    if not isinstance(error, Exception) or not transient(error):
         return None
     module = type(error).__module__
     if module.startswith("psycopg") or isinstance(error, StorageUnavailableError):
