@@ -146,6 +146,19 @@ def test_a_configured_keys_file_that_cannot_be_read_is_named(
     assert f"CASETRAIL_LEDGER_PUBLIC_KEYS {path}: cannot read the public keys: " in err
 
 
+@pytest.mark.parametrize("content", ["not a verifier key\n", ""])
+def test_a_services_own_public_keys_that_cannot_be_read_are_named_not_taken_for_none(
+    content: str, data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Its ``ledger.pub`` there but unreadable (a log handed back to a retired key wrote one
+    no keys file reader takes): verify-store said OK with no signature checked, exit 0."""
+    published = key_path(data_dir, "intake").with_suffix(".pub")
+    published.write_text(content)
+
+    assert casetrail_exit("verify-store", "intake", "--data-dir", str(data_dir)) == 2
+    assert f"{published}: cannot read the public keys: " in capsys.readouterr().err
+
+
 def test_a_services_published_keys_too_large_for_one_are_refused_naming_the_file(
     data_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
