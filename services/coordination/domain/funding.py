@@ -47,7 +47,9 @@ def decide_reservation(
     occurred_at: datetime | None = None,
 ) -> list[CaseEvent]:
     """``occurred_at``: the command's moment (stated, else now), checked as new work's
-    (``check_new_work``)."""
+    (``check_new_work``), and not before the booking of the service it names: audit's state
+    as of the reservation would fund a service not booked yet. A move since does not count
+    (money reserved before a service was moved is still for it)."""
     check_new_work(facts, occurred_at)
     _same_currency(command.amount, line.amount.currency, "amount.currency", line.budget_line)
     service = None
@@ -57,6 +59,9 @@ def decide_reservation(
             raise NotFound("service", command.service_id)
         if service.status is ServiceStatus.CANCELLED:
             raise _service_cancelled(service.service_id)
+        require_not_before(
+            occurred_at, f"service {service.service_id} was scheduled", service.scheduled_at
+        )
     if line.funds_service_kinds and (
         service is None or service.kind not in line.funds_service_kinds
     ):

@@ -44,6 +44,9 @@ class Service:
     """When it was scheduled, last moved or delivered, as stated: what is done to it next
     (moved again, cancelled, delivered; claimed once delivered) cannot have happened before."""
     moved: bool = False
+    scheduled_at: datetime | None = None
+    """When it was booked, as stated: what is arranged for it (budget reserved) cannot have
+    happened before, whether it was moved since or not."""
 
     @property
     def last_change(self) -> str:
@@ -133,6 +136,7 @@ def fold_schedule(schedule: Schedule, history: Iterable[RecordedEvent]) -> Sched
                     event.referral_id,
                     event.goal_id,
                     changed_at=recorded.metadata.occurred_at,
+                    scheduled_at=recorded.metadata.occurred_at,
                 )
             case ServiceRescheduled():
                 service = schedule.services[event.service_id]

@@ -385,6 +385,32 @@ async def test_a_reservation_is_released_not_before_it_was_made_nor_the_case_ope
     await stub.ReleaseBudget(_release(made, TODAY))
 
 
+async def test_a_reservation_for_a_service_is_made_not_before_it_was_booked(
+    stub: Stub, intake: IntakeFeed, store: SqliteEventStore
+) -> None:
+    """Money reserved for a service dated before the service was booked would show, as of
+    that moment, a service funded that no one had booked. A move since does not count."""
+    await intake.open_case("case-1", "client-1", [NeedCategory.HOME_CARE], at=OPENED)
+    slot = OPENED + timedelta(hours=2)
+    booked = await stub.ScheduleService(
+        _dated(schedule_request("case-1", "home_care", slot, role="coordinator"), TODAY)
+    )
+    service = booked.service_id
+
+    def reservation(at: datetime) -> pb.ReserveBudgetRequest:
+        request = _reservation(at)
+        request.service_id = service
+        return request
+
+    await _refused_as_dated_before(
+        store,
+        stub.ReserveBudget(reservation(EARLIER)),
+        "budget-flex",
+        f"service {service} was scheduled",
+    )
+    await stub.ReserveBudget(reservation(TODAY))
+
+
 BOOKED = OPENED + timedelta(hours=1)
 """When the work the tests of a reopened case find was booked, before the case closed."""
 CLOSED, WHILE_CLOSED, REOPENED = (OPENED + timedelta(hours=hours) for hours in (6, 8, 10))
