@@ -17,8 +17,7 @@ and records nothing, or audit would list, part by part, cases the answer never n
 names up to ``limit`` of them, the answer ``limit`` of all). So that a part is no way around the
 record, it is answered only to the process that asked for it: the request carries a one-time
 nonce (``PART_MARK``) and the asker's address (``ASKER``), which must be a process of the
-group (in the assignment, or the one before the latest rebalance: ``former_members``), and the
-receiver asks that process, at the address the assignment gives, whether it is
+group, and the receiver asks that process, at the address the assignment gives, whether it is
 waiting for that nonce (``CONFIRMATION_PATH``; ``confirm`` answers it once, ``nonces``) before
 answering, else 403 ``PART_NOT_ASKED``, refused on the record as the views' other refusals
 (``PartNotAsked``: the verified caller, the view, no case; their subject and agency logged). A
@@ -189,14 +188,10 @@ class Gathering:
         has given the view up."""
         nonce, asker = headers.get(PART_MARK, ""), headers.get(ASKER, "")
         router = self._router
-        # A process of the group before the latest rebalance too: one that has not seen it
-        # yet asks for parts under the assignment before it, and is no forger. Not seen it a
-        # session past its end, it is out of the group (Kafka gives a silent member no longer),
-        # its last part asked long since.
-        within = self.app.settings.session_timeout + PART_SECONDS
-        group = [*router.owners(HELD_CASES), *router.former_members(within)]
         members = [
-            at for at in group if not router.is_this_process(at) and router.same_process(at, asker)
+            at
+            for at in router.owners(HELD_CASES)
+            if not router.is_this_process(at) and router.same_process(at, asker)
         ]
         if not nonce or not members:
             raise PartNotAsked()

@@ -181,7 +181,6 @@ class CaseloadApp(faust.App):
     def on_rebalance_start(self) -> None:
         # Told first: the views stop answering before anything of the rebalance happens.
         self.readiness.rebalance_started()
-        cast(OwnerRouter, self.router).rebalance_started()
         super().on_rebalance_start()
 
     async def _on_partitions_assigned(self, assigned: set[TP], generation_id: int = 0) -> None:
@@ -192,7 +191,6 @@ class CaseloadApp(faust.App):
     def on_rebalance_end(self) -> None:
         super().on_rebalance_end()
         self.readiness.recovered()
-        cast(OwnerRouter, self.router).rebalance_ended()
 
     def ready(self) -> bool:
         """Whether the tables are recovered from their changelogs for the current assignment

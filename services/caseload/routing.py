@@ -25,8 +25,7 @@ from __future__ import annotations
 
 import logging
 import ssl
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,12 +101,6 @@ class OwnerRouter(Router):
             certificate, key, _ = web_tls.files
             self.ssl_context.load_cert_chain(certificate, key)
         self._pools: dict[str, aiohttp.ClientSession] = {}
-        self._former_members: frozenset[URL] = frozenset()
-        """The group's processes in the assignment before the rebalance under way or last
-        ended (``rebalance_started``)."""
-        self._rebalance_ended_at: float | None = None
-        """When the latest rebalance ended (``clock``); ``None`` while one is under way."""
-        self.clock: Callable[[], float] = time.monotonic
 
     async def route_req(self, table_name: str, key: Any, web: Any, request: Any) -> Any:
         """The owner's answer (its status and body), or ``SameNode`` when this process owns
@@ -192,27 +185,6 @@ class OwnerRouter(Router):
             URL(process): frozenset(p for partitions in topics.values() for p in partitions)
             for process, topics in self.table_metadata(table_name).items()
         }
-
-    def rebalance_started(self) -> None:
-        """Keep the group's processes as the assignment now ending gives them: one that has not
-        seen the rebalance yet (its session lost, or stopping) gathers under it a while, and
-        asks the others for parts (``former_members``)."""
-        self._former_members = frozenset(URL(process) for process in self.tables_metadata())
-        self._rebalance_ended_at = None
-
-    def rebalance_ended(self) -> None:
-        """The assignment before it is ``former_members`` a while more."""
-        self._rebalance_ended_at = self.clock()
-
-    def former_members(self, within: float) -> frozenset[URL]:
-        """The group's processes in the assignment before the latest rebalance, while it is
-        under way or ended less than ``within`` seconds ago: kept until the next one, a process
-        gone since (scaled down) stayed one of the group for days, and a part forged naming it
-        was answered 503 asking it back, never refused on the record."""
-        ended = self._rebalance_ended_at
-        if ended is not None and self.clock() - ended >= within:
-            return frozenset()
-        return self._former_members
 
     def is_this_process(self, process: URL) -> bool:
         return self.same_process(process, str(self.app.conf.canonical_url))

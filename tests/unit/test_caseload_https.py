@@ -10,7 +10,6 @@ import json
 import ssl
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -1001,62 +1000,6 @@ async def test_a_part_still_confirming_when_its_view_is_given_up_is_no_forgery(
     assert asked.refused == []
     refusals = [r for r in caplog.records if "PART_NOT_ASKED" in r.getMessage()]
     assert len(refusals) == 1  # the replay's
-
-
-async def test_a_part_asked_under_the_assignment_before_a_rebalance_is_no_forgery(
-    tmp_path: Path, issuer: TestIssuer, certificates: Certificates
-) -> None:
-    """A process that has not seen a rebalance yet (its session lost, or stopping) gathers
-    under the assignment before it: the process asked for a part, given every partition since,
-    found the asker in no assignment it held and refused the part PART_NOT_ASKED, on audit's
-    record with the token of the auditor whose view it was. The group before the latest
-    rebalance may ask too: that asker is asked back (the view is 503, the parts read under two
-    assignments), and a part it never asked for is still refused on the record."""
-    from services.caseload.gathering import ASKER, PART_MARK
-
-    asked, owner = _gathering_group(tmp_path, issuer, certificates)
-    owner.app.on_rebalance_start()  # the asked process left the group, as the owner sees it
-    assigned((owner.app, range(owner.app.settings.partitions)), told=[owner.app])
-    recovered(owner.app)
-    ca = tmp_path / "ca.crt"
-    token = {"Authorization": f"Bearer {issuer.mint('james.liu', 'auditor')}"}
-    forged = {PART_MARK: "x" * 43, ASKER: str(asked.app.conf.canonical_url)}
-    async with _serving(asked, owner):
-        status, body = await _https_get(asked.port, "/caseload/", ca, token)
-        assert owner.refused == []
-        refused = await _https_get(owner.port, "/caseload/", ca, {**token, **forged})
-    assert (status, body["reason"]) == (503, "OWNER_UNAVAILABLE"), body
-    assert (refused[0], refused[1]["reason"]) == (403, "PART_NOT_ASKED"), refused
-    assert owner.refused == ["PART_NOT_ASKED"]  # the forged one only
-    assert asked.recorded == owner.recorded == []
-
-
-async def test_a_part_forged_naming_a_process_gone_from_the_group_is_refused_on_the_record(
-    tmp_path: Path, issuer: TestIssuer, certificates: Certificates
-) -> None:
-    """The group before a rebalance is trusted a session and a part past its end, never until
-    the next one: a process gone since (scaled down) stayed a member for days, and a part
-    forged naming it was answered 503, its confirmation out of reach, nothing on the record."""
-    from services.caseload.gathering import ASKER, PART_MARK, PART_SECONDS
-    from services.caseload.routing import OwnerRouter
-
-    asked, owner = _gathering_group(tmp_path, issuer, certificates)
-    owner.app.on_rebalance_start()  # the asked process left the group, as the owner sees it
-    assigned((owner.app, range(owner.app.settings.partitions)), told=[owner.app])
-    recovered(owner.app)
-    owner.app.on_rebalance_end()
-    router = owner.app.router
-    assert isinstance(router, OwnerRouter)
-    ended = time.monotonic()
-    router.clock = lambda: ended + owner.app.settings.session_timeout + PART_SECONDS
-    ca = tmp_path / "ca.crt"
-    token = {"Authorization": f"Bearer {issuer.mint('james.liu', 'auditor')}"}
-    forged = {PART_MARK: "x" * 43, ASKER: str(asked.app.conf.canonical_url)}
-    async with _serving(owner):  # the asked process is gone
-        refused = await _https_get(owner.port, "/caseload/", ca, {**token, **forged})
-    assert (refused[0], refused[1]["reason"]) == (403, "PART_NOT_ASKED"), refused
-    assert owner.refused == ["PART_NOT_ASKED"]
-    assert owner.recorded == []
 
 
 async def test_a_view_is_refused_busy_while_the_nonces_kept_are_at_their_limit(
