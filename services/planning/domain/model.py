@@ -111,8 +111,6 @@ class Plan:
     its drafting the first)."""
     agreed_version: int = 0
     """The version the client last agreed to (0: never)."""
-    agreements: int = 0
-    """How many times the client agreed to the plan: the next agreement's number."""
     drafted_at: datetime | None = None
     """When the plan was drafted (``None`` when not known: events applied without it)."""
     agreements_named: list[tuple[tuple[str, ...], datetime | None]] = field(default_factory=list)
@@ -124,6 +122,11 @@ class Plan:
     before it. Evaluations are not counted: one needs nothing newer than the first agreements
     to it and its goals, and a change does not undo those (a goal is not dropped before its
     own evaluations: ``GoalState.evaluated_at``)."""
+
+    @property
+    def agreements(self) -> int:
+        """How many times the client agreed to the plan: the next agreement's number."""
+        return len(self.agreements_named)
 
     @property
     def ever_agreed(self) -> bool:
@@ -260,7 +263,6 @@ class CasePlanning:
                 # The event numbers the agreement (1 for the first, then +1), not the version:
                 # the version agreed is the current one.
                 self.plan.agreed_version = self.plan.version
-                self.plan.agreements += 1
                 self.plan.agreements_named.append((event.goal_ids, occurred_at))
                 for goal_id in event.goal_ids:
                     agreed = self.plan.goals[goal_id]
