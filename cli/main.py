@@ -58,7 +58,8 @@ EXIT_STATUSES = """exit status, the same for every command:
   0    done (verify: every line verified)
   1    refused by a service (its code, rule and fields on standard error), a database or
        Kafka unreachable, or verification failed (verify, verify-store, a ledger alarm)
-  2    usage error: an argument, file, token or setting that cannot be used (named)
+  2    usage error: an argument, file, token or setting that cannot be used (named), or a
+       database or Kafka login without the rights the command needs
   3    verify: nothing failed, but some events are not yet provable
   130  interrupted
   141  standard output's reader went away (| head)"""
@@ -88,6 +89,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     except Exception as error:  # tail's task group too: one handler, so each check sees it
         if _reader_gone(error):
             status = _quietly_without_reader()
+        elif (refused := _not_authorized(error)) is not None:
+            print(f"casetrail {options.command}: {refused}", file=sys.stderr)
+            status = USAGE
         else:
             away = _unavailable(error)
             if away is None:
@@ -117,6 +121,32 @@ def _unavailable(error: BaseException) -> str | None:
     if kafka is not None and isinstance(error, kafka.KafkaConnectionError):
         return f"Kafka is unreachable ({error})"
     return None
+
+
+def _not_authorized(error: BaseException) -> str | None:
+    """One line for Kafka refusing the command's login a topic, group or the cluster (an ACL
+    missing: a setting to fix, exit 2 as a PostgreSQL login without its rights), naming what
+    it refused; ``None`` for any other error. Raised through the operator commands' reads
+    (``verify-store``'s checkpoints topic, ``dlq``'s group), it ended them in a traceback."""
+    kafka = sys.modules.get("aiokafka.errors")  # imported only by the commands that use Kafka
+    if kafka is None:
+        return None
+    refusals = {
+        kafka.TopicAuthorizationFailedError: "topic",
+        kafka.GroupAuthorizationFailedError: "consumer group",
+        kafka.ClusterAuthorizationFailedError: "cluster",
+    }
+    kind = next((kind for kind in refusals if isinstance(error, kind)), None)
+    if kind is None:
+        return None
+    # aiokafka gives the topic, a set of them (a commit) or the group; nothing of a record.
+    named = error.args[0] if error.args else ""
+    names = ", ".join(sorted(named)) if isinstance(named, set | frozenset) else str(named)
+    refused = f"{refusals[kind]} {names}" if names else refusals[kind]
+    return (
+        f"Kafka did not authorize this login: {refused} ({kind.message}); grant its user the"
+        " ACLs the command needs there"
+    )
 
 
 USAGE = 2

@@ -11,8 +11,10 @@ from pathlib import Path
 from uuid import uuid4
 
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import GroupAuthorizationFailedError
 
+from casetrail_platform.bus import kafka_dead_letters
 from casetrail_platform.bus.deadletter import DeadLetter
 from casetrail_platform.bus.kafka import KafkaEventPublisher, KafkaEventSubscriber
 from casetrail_platform.bus.kafka_clients import new_producer
@@ -222,6 +224,37 @@ async def test_a_letter_the_broker_refuses_stops_the_replay_after_those_before_i
     assert [dict(m.headers)["ce_id"] for m in on_topic] == [b"ev-0"]  # sent once, not twice
     listed = await list_dead_letters(settings, group)
     assert [stored.replayed for stored in listed] == [True, False, False]
+
+
+class _NotAuthorizedInItsGroup(AIOKafkaConsumer):  # type: ignore[misc]
+    """A consumer of a login without Describe on its group: the broker refuses the group's
+    committed offsets, which aiokafka raises as GroupAuthorizationFailedError."""
+
+    async def committed(self, partition: TopicPartition) -> int | None:
+        raise GroupAuthorizationFailedError(self._group_id)
+
+
+async def test_a_login_not_authorized_in_the_replay_group_is_told_not_a_traceback(
+    topics: tuple[KafkaSettings, str, str],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The operator's Kafka login lacking its ACL on ``<GROUP>.dlq.replay``: list and replay
+    ended in aiokafka's traceback; now one line naming the group, exit 2."""
+    settings, topic, group = topics
+    await dead_letter(settings, topic, group, contact_logged())
+    monkeypatch.setattr(kafka_dead_letters, "AIOKafkaConsumer", _NotAuthorizedInItsGroup)
+    bootstrap = settings.bootstrap_servers
+    assert isinstance(bootstrap, str)
+
+    for action in ("list", "replay"):
+        arguments = ("dlq", action, group, "--bootstrap", bootstrap)
+        assert await asyncio.to_thread(casetrail_exit, *arguments) == 2
+        err = capsys.readouterr().err
+        assert (
+            f"casetrail dlq: Kafka did not authorize this login: consumer group"
+            f" {group}.dlq.replay (GROUP_AUTHORIZATION_FAILED)" in err
+        ), err
 
 
 async def test_a_record_that_is_no_readable_letter_is_never_marked_replayed(

@@ -8,13 +8,18 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
+from aiokafka import TopicPartition
+from aiokafka.errors import TopicAuthorizationFailedError
 
 from casetrail_platform.bus.kafka_settings import KafkaSettings
 from casetrail_platform.bus.topics import TopicSettings, create_topics
+from casetrail_platform.ledger import hosting
 from casetrail_platform.ledger.publication import KafkaCheckpointPublisher
+from events.topics import LEDGER_CHECKPOINTS_TOPIC
 from tests.support.cli import casetrail_exit
 from tests.support.ledger import signed_store
 from tests.support.servers import database_of_its_own, kafka_bootstrap
@@ -67,3 +72,37 @@ def test_a_ledger_emptied_is_held_to_the_checkpoint_published_on_kafka(
     assert casetrail_exit(*verify) == 1
     out = capsys.readouterr().out
     assert "TAMPERED at position 1: the tree of the first 9 events is not the one signed" in out
+
+
+class _NotAuthorizedToRead(KafkaCheckpointPublisher):
+    """The checkpoints topic as a login with Describe but no Read on it reads it: the broker
+    lists its offsets but refuses the fetch, which aiokafka raises from ``getmany``."""
+
+    @staticmethod
+    async def _page(
+        consumer: Any, partition: TopicPartition, start: int, end: int, key: bytes
+    ) -> list[str]:
+        raise TopicAuthorizationFailedError(partition.topic)
+
+
+def test_a_login_not_authorized_to_read_the_checkpoints_is_told_not_a_traceback(
+    database: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The auditor's Kafka login without Read on the topic: verify-store ended in aiokafka's
+    traceback; now one line naming the topic and what the login lacks, exit 2 (a setting that
+    cannot be used, as a PostgreSQL login without its rights is)."""
+    asyncio.run(_published_store(database, tmp_path / "intake.key", 3))
+    keys = tmp_path / "keys.txt"
+    keys.write_text((tmp_path / "intake.pub").read_text())
+    monkeypatch.setattr(
+        hosting, "checkpoint_record", lambda infra, _: _NotAuthorizedToRead(infra.kafka)
+    )
+    storage = ["--backend", "distributed", "--pg-dsn", database, "--data-dir", str(tmp_path)]
+
+    assert casetrail_exit("verify-store", "intake", *storage, "--keys", str(keys)) == 2
+    err = capsys.readouterr().err
+    assert "casetrail verify-store: Kafka did not authorize this login: " in err, err
+    assert LEDGER_CHECKPOINTS_TOPIC in err, err
