@@ -187,8 +187,6 @@ async def _verify_store(options: argparse.Namespace) -> int:
             return 2
     else:
         verifier = await _published_keys(infra, options.service)
-        if verifier is None:
-            await _no_published_keys(infra, options.service)
     trusted = []
     if options.checkpoint:
         if verifier is None:
@@ -253,38 +251,20 @@ async def _published_keys(infra: Infrastructure, service: str) -> LogKeys | None
     """The service's log keys as published where the command runs (``LedgerDirectory.verifier``:
     the keys file configured as audit's, the key port or its ``ledger.pub``); ``None`` when
     none is. A configured keys file that cannot be read stops the command naming it, as an
-    unreadable ``--keys`` does (a ``ledger.pub`` that cannot be read is no key here: see
-    ``_no_published_keys``), never a traceback."""
-    from casetrail_platform.ledger.directory import LedgerDirectory
+    unreadable ``--keys`` does, and so does a ``ledger.pub`` there holding no one log's keys
+    (taken for no key, the store was said OK with no signature checked), never a traceback."""
+    from casetrail_platform.ledger.directory import LedgerDirectory, PublishedKeysUnreadable
     from casetrail_platform.ledger.note import NoteError
 
     try:
         return await LedgerDirectory(infra).verifier(service)
+    except PublishedKeysUnreadable as error:
+        raise SystemExit(str(error)) from None
     except (OSError, NoteError) as error:
         raise SystemExit(
             f"CASETRAIL_LEDGER_PUBLIC_KEYS {infra.ledger_public_keys}: cannot read the public"
             f" keys: {error}"
         ) from None
-
-
-async def _no_published_keys(infra: Infrastructure, service: str) -> None:
-    """Stops the command naming the service's own ``ledger.pub`` when it is there but holds no
-    one log's keys, as ``casetrail verify`` names it; returns when there is none. Taken for no
-    key (as the directory's reader, which audit's witness shares, takes it), verify-store said
-    the store OK with no signature checked: a log handed back to a retired key wrote one."""
-    from casetrail_platform.ledger.hosting import key_path
-    from casetrail_platform.ledger.note import NoteError, parse_verifiers
-
-    published = key_path(infra.data_dir, service).with_suffix(".pub")
-    own_file = infra.ledger_public_keys is None and infra.ledger_signer is None
-    if not own_file or not published.exists():
-        return
-    text = await asyncio.to_thread(_keys_file, published, str(published))
-    try:
-        logs = len(parse_verifiers(text))
-    except NoteError as error:
-        raise SystemExit(f"{published}: cannot read the public keys: {error}") from None
-    raise SystemExit(f"{published}: cannot read the public keys: {logs} logs' keys, not one")
 
 
 async def _published_mark(

@@ -31,6 +31,13 @@ if TYPE_CHECKING:
 SERVICES = ("intake", "coordination", "planning", "audit")
 
 
+class PublishedKeysUnreadable(NoteError):
+    """A service's own ``ledger.pub`` that is there but holds no one log's keys (it cannot be
+    read, is no keys file, or holds several logs'), named: taken for no key, the witness told
+    the operator to configure keys, ``ListLedgerKeys`` left the log out and ``verify-store``
+    said a store OK with no signature checked."""
+
+
 class LedgerDirectory:
     def __init__(self, infra: Infrastructure, services: tuple[str, ...] = SERVICES) -> None:
         self._infra = infra
@@ -90,7 +97,8 @@ class LedgerDirectory:
     async def verifier(self, service: str) -> LogKeys | None:
         """The service's published key: from the configured keys file when there is one
         (``Infrastructure.ledger_public_keys``; a key it lacks is no key), else the key
-        port's, else the ``.pub`` file the service wrote."""
+        port's, else the ``.pub`` file the service wrote (none written is no key; one that
+        holds no one log's keys raises ``PublishedKeysUnreadable``)."""
         infra = self._infra
         if infra.ledger_public_keys is not None:
             text = await asyncio.to_thread(read_keys_file, infra.ledger_public_keys)
@@ -101,10 +109,17 @@ class LedgerDirectory:
         try:
             text = await asyncio.to_thread(read_keys_file, published)
             schedules = list(parse_verifiers(text).values())
-        except (OSError, NoteError):
-            return None
+        except FileNotFoundError:
+            return None  # never written: the service was given its key (a Secret, a port)
+        except (OSError, NoteError) as error:
+            why = error.strerror if isinstance(error, OSError) else error
+            raise PublishedKeysUnreadable(
+                f"{published}: cannot read the public keys: {why}"
+            ) from None
         if len(schedules) != 1:
-            return None
+            raise PublishedKeysUnreadable(
+                f"{published}: cannot read the public keys: {len(schedules)} logs' keys, not one"
+            )
         # The keys as written when generated (or rotated), under the origin of today's agency
         # name (FileSigner writes the file only once, so it may name an earlier one).
         keys = tuple(

@@ -216,12 +216,13 @@ def test_a_log_is_never_handed_back_to_a_key_it_retired(
         (b"#" * (64 * 1024 + 1), "larger than 65,536 bytes"),
     ],
 )
-def test_a_ledger_pub_that_is_no_keys_file_leaves_the_key_to_install_by_hand(
+def test_a_ledger_pub_that_is_no_keys_file_is_named_before_the_handover(
     data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes, problem: str
 ) -> None:
-    """The new key's line is added to ``ledger.pub``, read within the keys file's bound as every
-    other reader of it reads it: one not UTF-8 ended the command with a traceback (after the
-    handover was signed), one of any size was read whole. Told as a key not installed."""
+    """``ledger.pub`` is read within the keys file's bound as every other reader of it reads it:
+    one not UTF-8 ended the command with a traceback (after the handover was signed), one of any
+    size was read whole; then, read as no key, the log was handed over and the new key left to
+    install by hand. Named now as the directory names it, before anything is signed."""
     published = key_path(data_dir, "intake").with_suffix(".pub")
     published.write_bytes(content)
     key_before = key_path(data_dir, "intake").read_bytes()
@@ -229,14 +230,15 @@ def test_a_ledger_pub_that_is_no_keys_file_leaves_the_key_to_install_by_hand(
     FileSigner(ORIGIN, new_key)
     rotate = ["ledger", "rotate", "intake", "--new-key", str(new_key), "--data-dir", str(data_dir)]
 
-    assert casetrail_exit(*rotate) == 1
+    assert casetrail_exit(*rotate) == 2
 
     err = capsys.readouterr().err
-    assert "the new key is not installed (ledger.pub: " in err, err
+    assert f"{published}: cannot read the public keys: " in err, err
     assert problem in err, err
     assert "Traceback" not in err
     assert key_path(data_dir, "intake").read_bytes() == key_before
     assert published.read_bytes() == content
+    assert not (data_dir / "intake" / "ledger.checkpoint").exists()  # no handover published
     assert not list(data_dir.glob("intake/ledger.key.retired-*"))
 
 

@@ -26,7 +26,7 @@ from casetrail_platform.bus.deadletter import failure_text
 from casetrail_platform.commands import NotFound, RuleBroken
 from casetrail_platform.errors import StorageConfigurationError
 from casetrail_platform.ledger import merkle
-from casetrail_platform.ledger.directory import LedgerDirectory
+from casetrail_platform.ledger.directory import LedgerDirectory, PublishedKeysUnreadable
 from casetrail_platform.ledger.export import (
     PENDING_ATTRIBUTE,
     canonical_of_record,
@@ -160,6 +160,11 @@ async def witness_all(deps: LedgerDeps) -> WitnessRound:
                 alarm = await deps.witness.vanished(deps.directory.origin(service), raised)
         except StorageConfigurationError as error:
             misconfigured = misconfigured or error
+            continue
+        except PublishedKeysUnreadable as error:
+            # Told whole: it names the file and why, and a public key file quotes no event.
+            log.error("ledger witness could not check %s's log: %s", service, error)
+            unchecked.append(service)
             continue
         except Exception as error:
             # By type and place, no traceback: the message may quote what it failed on.

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from casetrail_platform.infrastructure import Infrastructure
-from casetrail_platform.ledger.directory import LedgerDirectory
+from casetrail_platform.ledger.directory import LedgerDirectory, PublishedKeysUnreadable
 from casetrail_platform.ledger.hosting import key_path, ledger_settings, open_ledger
 from casetrail_platform.ledger.keys import FileSigner
 from casetrail_platform.ledger.note import MAX_KEYS_FILE_BYTES, NoteError, origin_of
@@ -119,8 +119,48 @@ async def test_a_keys_file_is_read_within_its_bound_wherever_it_comes_from(tmp_p
             await configured.verifier("intake")
         assert await beside.verifier("intake") is not None
         published.write_text(huge)
-        assert await beside.verifier("intake") is None  # as an unreadable one: no key
+        with pytest.raises(PublishedKeysUnreadable, match="larger than"):
+            await beside.verifier("intake")  # as an unreadable one: named, never no key
     finally:
         await configured.close()
         await beside.close()
         await ledger.store.close()
+
+
+@pytest.mark.parametrize("unreadable", ["a directory", "no keys file", "several logs' keys"])
+async def test_a_services_own_public_keys_that_cannot_be_read_are_named_not_taken_for_none(
+    tmp_path: Path, unreadable: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The ``ledger.pub`` the service wrote, there but holding no one log's keys (not
+    readable, not a keys file, several logs'): the directory took it for no key, so audit's
+    witness told the operator to configure a keys file, ``ListLedgerKeys`` left the log out and
+    an export left its events unmarked. Named now, as ``verify-store`` names it; a missing one
+    is still no key."""
+    infra = Infrastructure(data_dir=tmp_path / "data", seal_sensitive=False)
+    events = await SqliteEventStore.open(infra.data_dir / "intake" / "events.db", sample_registry())
+    await append_notes(events, 3)
+    ledger = await open_ledger(infra, "intake")
+    await ledger.sign()
+    published = key_path(infra.data_dir, "intake").with_suffix(".pub")
+    other = await FileSigner(origin_of("example-agency", "planning"), tmp_path / "p.key").verifier()
+    if unreadable == "a directory":
+        published.unlink()
+        published.mkdir()
+    elif unreadable == "no keys file":
+        published.write_text("not a verifier key\n")
+    else:
+        published.write_text(f"{published.read_text()}{other}\n")
+    directory = LedgerDirectory(infra)
+    documents = SqliteReadModelStore(tmp_path / "witness.db")
+    try:
+        with pytest.raises(PublishedKeysUnreadable, match="cannot read the public keys"):
+            await directory.verifier("intake")
+        round_ = await witness_all(LedgerDeps(directory, Witness(documents), events, _nothing))
+        assert (round_.unkeyed, round_.unchecked) == ([], ["intake"])
+        assert f"{published}: cannot read the public keys: " in caplog.text
+        assert await directory.verifier("planning") is None  # none written: no key
+    finally:
+        await directory.close()
+        await documents.close()
+        await ledger.store.close()
+        await events.close()
