@@ -165,7 +165,7 @@ async def _verify_store(options: argparse.Namespace) -> int:
     from casetrail_platform.ledger.directory import LedgerDirectory
     from casetrail_platform.ledger.hosting import open_ledger_store
     from casetrail_platform.ledger.note import open_checkpoint
-    from casetrail_platform.ledger.port import LedgerNotCreated
+    from casetrail_platform.ledger.port import LedgerNotCreated, LedgerUnreadable
     from casetrail_platform.ledger.verify import VerificationWorkerDied, verify_store
     from casetrail_platform.private_files import small_text
     from cli.stores import has_local_store, infrastructure, where_stored
@@ -216,6 +216,9 @@ async def _verify_store(options: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    except LedgerUnreadable as error:
+        print(f"{options.service}: {error}", file=sys.stderr)  # not what was signed: failed
+        return 1
     except StorageConfigurationError as error:
         print(f"{options.service}: {error}", file=sys.stderr)
         return 2

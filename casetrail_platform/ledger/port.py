@@ -138,3 +138,8 @@ class LedgerConflict(RuntimeError):
 class LedgerNotCreated(RuntimeError):
     """A store opened read only has no ledger tables (yet): only its service creates them,
     when its ledger first runs (and moves a ledger of the format before tiles into tiles)."""
+
+
+class LedgerUnreadable(RuntimeError):
+    """A store opened read only whose ledger or event file is there but is no database (cut,
+    overwritten, replaced): what an auditor's check must tell, naming the file."""

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import TypeVar
 
@@ -23,6 +23,7 @@ from casetrail_platform.ledger.port import (
     LedgerConflict,
     LedgerNotCreated,
     LedgerStore,
+    LedgerUnreadable,
     StoredCheckpoint,
 )
 from casetrail_platform.ledger.sqlite_ranges import STORED_LEAVES_SQL, SqliteRanges, read_only_uri
@@ -91,13 +92,16 @@ class SqliteLedgerStore(LedgerStore):
         )
         try:
             connection.execute("PRAGMA busy_timeout=10000")
-            tables = connection.execute(
-                "SELECT count(*) FROM sqlite_master WHERE type = 'table'"
-                " AND name IN ('ledger_tiles', 'ledger_checkpoints')"
-            ).fetchone()[0]
+            with _named(self._path):
+                tables = connection.execute(
+                    "SELECT count(*) FROM sqlite_master WHERE type = 'table'"
+                    " AND name IN ('ledger_tiles', 'ledger_checkpoints')"
+                ).fetchone()[0]
             if tables != 2:
                 raise LedgerNotCreated(f"{self._path} holds no ledger tables")
-            connection.execute("ATTACH DATABASE ? AS events", (read_only_uri(self._events_path),))
+            with _named(self._events_path):
+                events = read_only_uri(self._events_path)
+                connection.execute("ATTACH DATABASE ? AS events", (events,))
         except BaseException:
             connection.close()
             raise
@@ -248,6 +252,18 @@ class SqliteLedgerStore(LedgerStore):
 _NOTE = "CAST(note AS BLOB)"
 """A note as its bytes: SQLite keeps whatever bytes were written as TEXT, and decoding one
 not UTF-8 raised ``sqlite3.OperationalError`` (quoting the note) out of every reader."""
+
+
+@contextmanager
+def _named(path: Path) -> Iterator[None]:
+    """SQLite finding ``path`` no database, told as ``LedgerUnreadable`` naming it (its own
+    error names no file, and left the auditor's check with a traceback)."""
+    try:
+        yield
+    except sqlite3.OperationalError:
+        raise  # the file could not be reached (locked, I/O), which says nothing of its bytes
+    except sqlite3.DatabaseError as error:  # "file is not a database", "malformed"
+        raise LedgerUnreadable(f"{path} cannot be read: {error}") from None
 
 
 def _text(note: bytes) -> str:

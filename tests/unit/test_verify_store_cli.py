@@ -299,6 +299,22 @@ def test_a_store_whose_ledger_was_never_created_is_told_and_left_so(
     assert not list((data_dir / "intake").glob("ledger.db*"))
 
 
+@pytest.mark.parametrize("replaced", ["ledger.db", "events.db"])
+def test_a_ledger_or_store_file_that_is_no_database_fails_naming_it(
+    data_dir: Path, replaced: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A file overwritten (corrupted, or replaced by someone covering their tracks) is what an
+    auditor's check is for: it ended verify-store with sqlite3's traceback ("file is not a
+    database"); now a failed verification naming the file, exit 1."""
+    for path in (data_dir / "intake").glob(f"{replaced}*"):
+        path.unlink()
+    (data_dir / "intake" / replaced).write_bytes(b"not a database" * 512)
+
+    assert casetrail_exit("verify-store", "intake", "--data-dir", str(data_dir)) == 1
+    err = capsys.readouterr().err
+    assert f"intake: {data_dir / 'intake' / replaced} cannot be read: " in err, err
+
+
 def test_workers_hash_a_large_store_and_one_that_dies_is_told(
     data_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
