@@ -19,6 +19,7 @@ from services.intake.domain.cases import CaseRecord, case_from
 from services.intake.domain.erasure import require_not_erased
 
 CONSENT_ALREADY_REVOKED = "CONSENT_ALREADY_REVOKED"
+CONSENT_EXPIRED = "CONSENT_EXPIRED"
 
 
 def check_consent(consent: ConsentGranted, now: datetime | None) -> None:
@@ -66,26 +67,30 @@ def decide_revocation(
     closures: Sequence[datetime],
 ) -> list[CaseEvent]:
     """``occurred_at``: when the consent was withdrawn (as the command states it, else now),
-    not before it was given: audit's state as it happened would show it still in force.
+    not before it was given: audit's state as it happened would show it still in force; nor
+    from its expiry on: it disclosed nothing more by then, and a revocation recorded would tell
+    the client and audit that their withdrawal ended it.
     ``closures``: the case's (``CaseRecord.require_after_reopened_closure``)."""
     case = _require_case(history, case_id)
     case.require_in_order(occurred_at)
     case.require_after_reopened_closure(occurred_at, closures)
     granted = {
-        r.event.consent_id: r.metadata.occurred_at
+        r.event.consent_id: (r.event, r.metadata.occurred_at)
         for r in history
         if isinstance(r.event, ConsentGranted)
     }
     revoked = {r.event.consent_id for r in history if isinstance(r.event, ConsentRevoked)}
     if consent_id not in granted:
         raise NotFound("consent", consent_id)
-    require_not_before(occurred_at, f"consent {consent_id} was granted", granted[consent_id])
+    consent, granted_at = granted[consent_id]
+    require_not_before(occurred_at, f"consent {consent_id} was granted", granted_at)
     if consent_id in revoked:
         raise RuleBroken(
             CONSENT_ALREADY_REVOKED,
             f"consent {consent_id} was already revoked",
             subject=f"consent/{consent_id}",
         )
+    _require_not_expired(consent, occurred_at)
     return [
         ConsentRevoked(
             case_id=case_id,
@@ -94,6 +99,20 @@ def decide_revocation(
             reason=reason,
         )
     ]
+
+
+def _require_not_expired(consent: ConsentGranted, occurred_at: datetime | None) -> None:
+    """A consent is revoked while it is in force (``Consent.in_force``: until its expiry); a
+    consent kept before expiries were required never expires."""
+    expires_at = consent.expires_at
+    if expires_at is not None and occurred_at is not None and occurred_at >= expires_at:
+        raise RuleBroken(
+            CONSENT_EXPIRED,
+            f"consent {consent.consent_id} expired at {expires_at.isoformat()}: it was no"
+            f" longer in force at the revocation's moment ({occurred_at.isoformat()})",
+            subject=f"consent/{consent.consent_id}",
+            expires_at=expires_at.isoformat(),
+        )
 
 
 def _require_case(history: Sequence[RecordedEvent], case_id: str) -> CaseRecord:

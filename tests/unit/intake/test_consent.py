@@ -4,6 +4,7 @@ next read, at once at intake."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -113,3 +114,25 @@ async def test_a_partner_without_referral_and_consent_is_refused_on_the_record(
     assert code is grpc.StatusCode.PERMISSION_DENIED
     denied = [e for e in await stored(intake) if isinstance(e, RecordAccessDenied)]
     assert [(d.accessor_id, d.case_id) for d in denied] == [(PARTNER, case_id)]
+
+
+async def test_an_expired_consent_is_not_revoked(intake: Intake) -> None:
+    """Past its expiry a consent discloses nothing more: its revocation is refused naming the
+    rule and the expiry, nothing written (it was recorded as the client's withdrawal)."""
+    case_id = await a_case(intake)
+    expires_at = datetime.now(UTC) + timedelta(seconds=1)
+    granted = await intake.stub.GrantConsent(granting(case_id, expires_at=stamp(expires_at)))
+    await asyncio.sleep((expires_at - datetime.now(UTC)).total_seconds() + 0.05)
+    before = len(await stored(intake))
+    code, status = await refusal(
+        intake.stub.RevokeConsent(
+            intake_pb2.RevokeConsentRequest(
+                context=command(), case_id=case_id, consent_id=granted.consent_id
+            )
+        )
+    )
+    assert code is grpc.StatusCode.FAILED_PRECONDITION
+    [info] = details(status, error_details_pb2.ErrorInfo)
+    assert info.reason == "CONSENT_EXPIRED"
+    assert info.metadata["expires_at"] == expires_at.isoformat()
+    assert len(await stored(intake)) == before

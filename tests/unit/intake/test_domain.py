@@ -309,6 +309,26 @@ def test_a_consent_is_not_revoked_before_it_was_granted() -> None:
     assert decide_revocation(granted, CASE, "consent-1", None, occurred_at=granted_at, closures=())
 
 
+def test_a_consent_is_revoked_only_while_it_is_in_force() -> None:
+    """An expired consent discloses nothing more: a revocation recorded after its expiry would
+    tell the client and audit that their withdrawal ended it."""
+    granted_at = datetime.now(UTC) - timedelta(days=2)
+    expires_at = granted_at + timedelta(days=1)
+    expiring = consent().model_copy(update={"expires_at": expires_at})
+    granted = [
+        recorded(OPENED, STREAM, 1, occurred_at=granted_at),
+        recorded(expiring, STREAM, 2, occurred_at=granted_at),
+    ]
+    for moment in (expires_at, expires_at + timedelta(hours=1)):
+        with pytest.raises(RuleBroken) as refused:
+            decide_revocation(granted, CASE, "consent-1", None, occurred_at=moment, closures=())
+        assert refused.value.rule == "CONSENT_EXPIRED"
+        assert refused.value.details["expires_at"] == expires_at.isoformat()
+    # Written up late, a withdrawal stated while the consent ran is still recorded.
+    before = expires_at - timedelta(seconds=1)
+    assert decide_revocation(granted, CASE, "consent-1", None, occurred_at=before, closures=())
+
+
 def test_an_emergency_access_is_reviewed_and_closed_not_before_it_was_opened() -> None:
     now = datetime.now(UTC)
     opened_at = now - timedelta(minutes=10)
