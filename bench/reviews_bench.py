@@ -152,7 +152,7 @@ def case_history(case_id: str, reads: int, start: datetime) -> list[RecordedEven
                     accessor_agency_id=PARTNER if partner else "eastbay-dss",
                     purpose=AccessPurpose.COORDINATION if partner else AccessPurpose.DIRECT_CARE,
                     sections=(RecordSection.IDENTITY, RecordSection.REFERRALS),
-                    consent_id=f"consent-{case_id}" if partner else None,
+                    consent_ids=(f"consent-{case_id}",) if partner else (),
                     rule="referral-recipient" if partner else "assigned-worker",
                     policy_version=POLICY_VERSION,
                 ),

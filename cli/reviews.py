@@ -61,7 +61,7 @@ async def _disclosures(options: argparse.Namespace) -> None:
 
 def disclosure_line(item: audit_pb2.Disclosure) -> str:
     basis = item.basis or "NO BASIS RECORDED"
-    reference = item.consent_id or item.emergency_access_id
+    reference = ", ".join(item.consent_ids) or item.emergency_access_id
     what = ", ".join(item.sections) + (f" (+{len(item.fields)} fields)" if item.fields else "")
     disclosed = shown(
         f"{iso_minute(moment_of(item.disclosed_at))}  {item.recipient.kind} "
@@ -101,7 +101,7 @@ async def _as_seen(options: argparse.Namespace) -> None:
                 f"entitled by rule {entitled.rule} ({entitled.policy_version}) to "
                 + ", ".join(entitled.sections)
                 + ("" if entitled.sensitive_disclosed else "; sensitive fields withheld")
-                + (f"; consent {entitled.consent_id}" if entitled.consent_id else "")
+                + (f"; consent {', '.join(entitled.consent_ids)}" if entitled.consent_ids else "")
             )
         )
         print("\n".join(case_state_lines(answer.state)))

@@ -311,7 +311,7 @@ def _apply(
         rule.name,
         sections=sections,
         sensitive=sensitive,
-        consent_id=consent.consent_id,
+        consent_ids=(consent.consent_id,),
         obligations=notice,
     )
 
@@ -356,7 +356,9 @@ def _referred(
         rule.name,
         sections=REFERRED_SECTIONS & covered,
         sensitive=sensitive,
-        consent_id=granted[0][1].consent_id,
+        # Every consent the answer rests on: the access record names them all for audit, as
+        # the sections shown are their union.
+        consent_ids=tuple(dict.fromkeys(consent.consent_id for _, consent in granted)),
         obligations=notice,
         referral_ids=frozenset(referral.referral_id for referral, _ in granted),
     )
@@ -425,7 +427,10 @@ def decide_disclosure(
         (Obligation.REDISCLOSURE_NOTICE,) if SensitiveCategory.SUBSTANCE_USE in categories else ()
     )
     return Decision(
-        True, "disclosure-under-consent", consent_id=consent.consent_id, obligations=notice
+        True,
+        "disclosure-under-consent",
+        consent_ids=(consent.consent_id,),
+        obligations=notice,
     )
 
 

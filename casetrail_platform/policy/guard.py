@@ -504,7 +504,7 @@ class AccessControl:
                     purpose=purpose,
                     sections=sections,
                     fields=tuple(shown),
-                    consent_id=decision.consent_id,
+                    consent_ids=decision.consent_ids,
                     rule=decision.rule,
                     policy_version=decision.policy_version,
                     redacted_fields=tuple(hidden),

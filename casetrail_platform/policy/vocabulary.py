@@ -107,7 +107,8 @@ class Decision:
     """The sections that may be disclosed (``None``: all of them)."""
     sensitive: bool = False
     """Whether fields marked sensitive may be disclosed (else they are redacted)."""
-    consent_id: str | None = None
+    consent_ids: tuple[str, ...] = ()
+    """Every consent the answer rests on (a partner's: each referral's own), in order."""
     emergency_access_id: str | None = None
     obligations: tuple[Obligation, ...] = ()
     reason: str = ""

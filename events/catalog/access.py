@@ -96,7 +96,7 @@ class RecordAccessed(CaseEvent):
     """Someone viewed parts of a case record: who, why, and exactly what they saw."""
 
     event_type: ClassVar[str] = "casetrail.record.accessed"
-    schema_version: ClassVar[int] = 3
+    schema_version: ClassVar[int] = 4
 
     case_id: Identifier
     accessor_id: Identifier
@@ -107,8 +107,10 @@ class RecordAccessed(CaseEvent):
     fields: tuple[FieldPath, ...] = Field(
         default=(), description="Individual fields viewed, when narrower than whole sections."
     )
-    consent_id: Identifier | None = Field(
-        default=None, description="The consent that allowed a disclosure to another agency."
+    consent_ids: tuple[Identifier, ...] = Field(
+        default=(),
+        description="Every consent that allowed a disclosure to another agency (since v4; v3"
+        " named one consent only, the first of a partner's referrals' own).",
     )
     rule: RuleName = Field(description="The access-policy rule that allowed the read.")
     policy_version: PolicyVersion
@@ -129,6 +131,12 @@ class RecordAccessed(CaseEvent):
     def _sections_are_unique(cls, sections: tuple[RecordSection, ...]) -> tuple[RecordSection, ...]:
         require_unique(sections, "sections")
         return sections
+
+    @field_validator("consent_ids")
+    @classmethod
+    def _consents_are_unique(cls, consent_ids: tuple[str, ...]) -> tuple[str, ...]:
+        require_unique(consent_ids, "consent_ids")
+        return consent_ids
 
 
 class RecordAccessDenied(CaseEvent):

@@ -16,6 +16,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 
 from events.catalog.access import (
     AccessPurpose,
+    ClientApplication,
     ConsentRecipient,
     FieldPath,
     PolicyVersion,
@@ -226,6 +227,50 @@ def upcast_record_accessed_v2_to_v3(data: dict[str, Any]) -> dict[str, Any]:
     """v2 did not name the client application the read came through: unknown."""
     old = _validated(RecordAccessedV2, data).model_dump(mode="json")
     old["client_application"] = None
+    return old
+
+
+class RecordAccessedV3(CaseEvent):
+    """Someone viewed parts of a case record: who, why, and exactly what they saw."""
+
+    model_config = ConfigDict(title="RecordAccessed")
+
+    event_type: ClassVar[str] = "casetrail.record.accessed"
+    schema_version: ClassVar[int] = 3
+
+    case_id: Identifier
+    accessor_id: Identifier
+    accessor_role: Role
+    accessor_agency_id: Identifier | None = None
+    purpose: AccessPurpose
+    sections: Annotated[tuple[RecordSection, ...], Field(min_length=1)]
+    fields: tuple[FieldPath, ...] = Field(
+        default=(), description="Individual fields viewed, when narrower than whole sections."
+    )
+    consent_id: Identifier | None = Field(
+        default=None, description="The consent that allowed a disclosure to another agency."
+    )
+    rule: RuleName = Field(description="The access-policy rule that allowed the read.")
+    policy_version: PolicyVersion
+    redacted_fields: tuple[FieldPath, ...] = Field(
+        default=(), description="Sensitive fields of the answer withheld from the reader."
+    )
+    emergency_access_id: Identifier | None = Field(
+        default=None, description="The break-the-glass access the read was made under."
+    )
+    client_application: ClientApplication | None = Field(
+        default=None,
+        description="The client application the read came through (e.g. casetrail-console),"
+        " as the caller named it (x-casetrail-client); declared, not verified.",
+    )
+
+
+def upcast_record_accessed_v3_to_v4(data: dict[str, Any]) -> dict[str, Any]:
+    """v3 named one consent: the one it names is all that is known of those relied on (a
+    partner's read under several referrals' consents named the first only)."""
+    old = _validated(RecordAccessedV3, data).model_dump(mode="json")
+    consent_id = old.pop("consent_id")
+    old["consent_ids"] = [] if consent_id is None else [consent_id]
     return old
 
 

@@ -20,7 +20,7 @@ from events.catalog.clients import ClientRegistered
 from events.catalog.emergency import EmergencyAccessOpened
 from events.catalog.examples import example_events, legacy_example_events
 from events.catalog.funding import ClaimDecision, InsuranceClaimDecided
-from events.catalog.legacy import CaseOpenedV1, ClientRegisteredV1
+from events.catalog.legacy import CaseOpenedV1, ClientRegisteredV1, RecordAccessedV3
 from events.catalog.monitoring import ContactLogged, ProgressEvaluated
 from events.catalog.referrals import ReferralMade
 from events.catalog.scheduling import ServiceScheduled
@@ -294,6 +294,25 @@ def test_client_registered_v1_is_upcast_to_v2_confirming_no_one(
         registry.validate(ClientRegistered.event_type, 1, data)
     assert _fields(caught.value) == {"name"}
     assert "schema version 1" in str(caught.value)
+
+
+def test_a_v3_access_record_is_upcast_naming_the_one_consent_it_kept(
+    registry: EventRegistry,
+) -> None:
+    """v3 named one consent (the first of a partner's referrals' own); v4 names every one."""
+    v3 = next(e for e in legacy_example_events() if isinstance(e, RecordAccessedV3))
+    for consent_id, consent_ids in ((None, ()), ("consent-5", ("consent-5",))):
+        stored = v3.model_copy(update={"consent_id": consent_id})
+        decoded = registry.decode(RecordAccessed.event_type, 3, encode(stored))
+        assert isinstance(decoded, RecordAccessed)
+        assert decoded.consent_ids == consent_ids
+        assert decoded.model_dump(exclude={"consent_ids"}) == stored.model_dump(
+            exclude={"consent_id"}
+        )
+    twice = _data(_example(RecordAccessed)) | {"consent_ids": ["consent-5", "consent-5"]}
+    with pytest.raises(InvalidEventError) as caught:
+        registry.validate(RecordAccessed.event_type, 4, twice)
+    assert _fields(caught.value) == {"consent_ids"}
 
 
 def test_a_registration_confirms_each_other_client_once() -> None:

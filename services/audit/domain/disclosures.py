@@ -35,6 +35,7 @@ from events.catalog.access import (
 from events.catalog.base import Role
 from events.catalog.referrals import ReferralMade
 from events.envelope import Actor, RecordedEvent, to_micros
+from services.audit.domain.summaries import consents_named
 
 BREAK_GLASS_RULE = "break-glass"
 
@@ -61,7 +62,8 @@ class Disclosure:
     fields: tuple[str, ...]
     purpose: AccessPurpose | None
     basis: DisclosureBasis | None
-    consent_id: str | None
+    consent_ids: tuple[str, ...]
+    """Every consent it rested on (a partner's read: each referral's own), in order."""
     emergency_access_id: str | None
     rule: str
     description: str
@@ -122,7 +124,7 @@ def _read(recorded: RecordedEvent, event: RecordAccessed, home_agency: str) -> D
         return None
     outside = agency != home_agency
     legal = event.purpose is AccessPurpose.LEGAL_OBLIGATION
-    if event.consent_id is not None:
+    if event.consent_ids:
         basis: DisclosureBasis | None = DisclosureBasis.CONSENT
     elif emergency:
         basis = DisclosureBasis.EMERGENCY
@@ -132,7 +134,7 @@ def _read(recorded: RecordedEvent, event: RecordAccessed, home_agency: str) -> D
         basis = None
     shown = ", ".join(section.value for section in event.sections)
     how = {
-        DisclosureBasis.CONSENT: f"under consent {event.consent_id}",
+        DisclosureBasis.CONSENT: f"under {consents_named(event.consent_ids)}",
         DisclosureBasis.EMERGENCY: "under break-the-glass emergency access"
         + (f" {event.emergency_access_id}" if event.emergency_access_id else ""),
         DisclosureBasis.LEGAL_OBLIGATION: "under legal obligation (external recipient not"
@@ -152,7 +154,7 @@ def _read(recorded: RecordedEvent, event: RecordAccessed, home_agency: str) -> D
         fields=event.fields,
         purpose=event.purpose,
         basis=basis,
-        consent_id=event.consent_id,
+        consent_ids=event.consent_ids,
         emergency_access_id=event.emergency_access_id,
         rule=event.rule,
         description=f"{event.accessor_id} ({agency}) read {shown}"
@@ -187,7 +189,7 @@ def _referral(
         fields=fields,
         purpose=purpose,
         basis=basis,
-        consent_id=event.consent_id,
+        consent_ids=() if event.consent_id is None else (event.consent_id,),
         emergency_access_id=None,
         rule="",
         description=f"referral {event.referral_id} sent to {provider.name}"

@@ -185,11 +185,17 @@ def _money_and_follow_up(event: CaseEvent) -> str | None:
     return None
 
 
+def consents_named(consent_ids: tuple[str, ...]) -> str:
+    """``consent a`` or ``consents a, b``: every consent a read rested on, as audit tells it."""
+    plural = "s" if len(consent_ids) > 1 else ""
+    return f"consent{plural} {', '.join(consent_ids)}"
+
+
 def _access(event: CaseEvent) -> str | None:
     match event:
         case access.RecordAccessed():
             return f"viewed {_names(event.sections)} for {event.purpose.value}" + (
-                f" under consent {event.consent_id}" if event.consent_id else ""
+                f" under {consents_named(event.consent_ids)}" if event.consent_ids else ""
             )
         case access.ConsentGranted():
             return (

@@ -70,7 +70,8 @@ def decide_referral(
             urgency=command.urgency,
             reason=command.reason,
             disclosure_basis=command.disclosure_basis,
-            consent_id=disclosure.consent_id,
+            # A disclosure rests on one consent at most (decide_disclosure).
+            consent_id=next(iter(disclosure.consent_ids), None),
         )
     ]
 

@@ -177,7 +177,7 @@ def history() -> list[RecordedEvent]:
                 PARTNER,
                 AccessPurpose.COORDINATION,
                 "referral-recipient",
-                consent_id=CONSENT,
+                consent_ids=(CONSENT,),
             ),
             occurred_at=T0 + 4 * DAY,
             actor=partner,
@@ -956,6 +956,29 @@ def test_what_counts_as_a_disclosure(
     assert found is not None
     assert (found.basis, found.disclosed_by.user_id) == (basis, reader)
     assert found.emergency_access_id == more.get("emergency_access_id")
+
+
+def test_a_partner_read_under_several_consents_names_every_one() -> None:
+    """A partner agency reads under each accepted referral's own consent: the access log and
+    the client's accounting name every consent the read rested on, not the first alone."""
+    both = ("consent-1", "consent-2")
+    recorded = coordination().record(
+        read_by(
+            PARTNER,
+            Role.PARTNER_AGENCY,
+            PARTNER,
+            AccessPurpose.COORDINATION,
+            "referral-recipient",
+            consent_ids=both,
+        ),
+        occurred_at=T0,
+    )
+    found = disclosure_of(recorded, HOME)
+    assert found is not None
+    assert (found.basis, found.consent_ids) == (DisclosureBasis.CONSENT, both)
+    assert "under consents consent-1, consent-2" in found.description
+    logged = responses.access_record(recorded)
+    assert (logged.consent_id, list(logged.consent_ids)) == ("consent-1", list(both))
 
 
 @pytest.mark.parametrize(

@@ -122,3 +122,19 @@ async def test_a_part_naming_no_section_shows_no_case_and_is_not_recorded(
         None, PARTNER, AccessPurpose.COORDINATION, [Disclosure(CASE, ledger, None, (), ())]
     )
     assert await _recorded(store) == []
+
+
+async def test_the_access_recorded_names_every_consent_its_decision_rested_on(
+    access: AccessControl, store: SqliteEventStore
+) -> None:
+    """A partner reads under each accepted referral's own consent: its access record names
+    them all, as audit's log and the client's accounting must."""
+    both = ("consent-1", "consent-2")
+    decision = Decision(
+        True, "referral-recipient", sections=frozenset({RecordSection.REFERRALS}), consent_ids=both
+    )
+    item = Disclosure(CASE, decision, None, (), (RecordSection.REFERRALS,))
+    await access.release(None, PARTNER, AccessPurpose.COORDINATION, [item])
+    [accessed] = await _recorded(store)
+    assert isinstance(accessed, RecordAccessed)
+    assert accessed.consent_ids == both

@@ -431,7 +431,7 @@ def test_breaking_the_glass_needs_a_staff_role_of_the_agency_and_the_entitlement
 def test_a_partner_sees_the_referred_scope_under_consent_with_the_notice() -> None:
     partner = who("h", Role.PARTNER_AGENCY, "harbour")
     decision = decide(partner, Action.READ_CASE, P.COORDINATION, FACTS, home_agency=HOME, now=NOW)
-    assert decision.consent_id == "consent-1"
+    assert decision.consent_ids == ("consent-1",)
     assert decision.sections == REFERRED_SECTIONS
     assert decision.obligations == (Obligation.REDISCLOSURE_NOTICE,)
     assert not decision.discloses(RecordSection.ASSESSMENT)
@@ -473,10 +473,40 @@ def test_a_partner_is_bounded_by_each_referral_it_accepted() -> None:
     # it, although another consent to the same agency would cover them.
     assert decision.referral_ids == frozenset({"referral-2"})
     assert decision.sections == frozenset({RecordSection.REFERRALS})
-    assert decision.consent_id == "consent-2"
+    assert decision.consent_ids == ("consent-2",)
     # The referral's need is not sensitive, so nothing sensitive of it is withheld.
     assert decision.sensitive
     assert decision.obligations == ()
+
+
+def test_a_partner_reading_under_several_referrals_names_every_consent_relied_on() -> None:
+    """Each accepted referral counts under its own consent, and the sections shown are their
+    union: the access record must name every one of them, not the first only, or audit's log
+    and the client's accounting show a disclosure under one consent that another allowed."""
+    harbour = who("h", Role.PARTNER_AGENCY, "harbour")
+    second = replace(CONSENT, consent_id="consent-2", sections=frozenset({RecordSection.SERVICES}))
+    second = replace(second, sections=second.sections | {RecordSection.REFERRALS})
+    facts = replace(
+        FACTS,
+        referrals=(
+            *FACTS.referrals,
+            AcceptedReferral("referral-2", "harbour", "consent-2", frozenset()),
+        ),
+        consents=(CONSENT, second),
+    )
+    decision = decide(harbour, Action.READ_CASE, P.COORDINATION, facts, home_agency=HOME, now=NOW)
+    assert decision.referral_ids == frozenset({"referral-1", "referral-2"})
+    assert decision.consent_ids == ("consent-1", "consent-2")
+    # Two referrals under one consent name it once.
+    shared = replace(
+        facts,
+        referrals=(
+            *FACTS.referrals,
+            AcceptedReferral("referral-2", "harbour", "consent-1", frozenset()),
+        ),
+    )
+    decision = decide(harbour, Action.READ_CASE, P.COORDINATION, shared, home_agency=HOME, now=NOW)
+    assert decision.consent_ids == ("consent-1",)
 
 
 def test_the_consent_a_referral_was_made_under_bounds_it_even_when_another_covers() -> None:
@@ -595,7 +625,7 @@ def test_a_referral_needs_consent_naming_recipient_purpose_scope_and_category() 
         home_agency=HOME,
         now=NOW,
     )
-    assert (allowed.allowed, allowed.consent_id) == (True, "consent-1")
+    assert (allowed.allowed, allowed.consent_ids) == (True, ("consent-1",))
     assert allowed.obligations == (Obligation.REDISCLOSURE_NOTICE,)
     other = decide_disclosure(
         coordinator,
@@ -663,10 +693,10 @@ def test_the_emergency_basis_is_the_callers_open_emergency_access_never_a_consen
         home_agency=HOME,
         now=NOW,
     )
-    assert (decision.allowed, decision.rule, decision.consent_id) == (
+    assert (decision.allowed, decision.rule, decision.consent_ids) == (
         False,
         "consent-required",
-        None,
+        (),
     )
     assert "emergency access" in decision.reason
 
