@@ -26,6 +26,7 @@ from google.protobuf.message import Message
 
 from events.catalog.access import SensitiveCategory
 from events.catalog.scheduling import ServiceKind
+from events.sealed_values import ERASED_CODE
 
 _CATEGORY_REVEALED: Mapping[str, SensitiveCategory] = {
     **{category.value: category for category in SensitiveCategory},
@@ -35,7 +36,10 @@ _CATEGORY_REVEALED: Mapping[str, SensitiveCategory] = {
 catalog's rule: an ``addiction_counseling`` service tells of substance use as plainly as the
 need does), each with the sensitive category it tells of."""
 
-_SENSITIVE_VALUES = frozenset(_CATEGORY_REVEALED)
+_SENSITIVE_VALUES = frozenset({*_CATEGORY_REVEALED, ERASED_CODE})
+"""Those, and the marker an erased client's codes read as (``ERASED_CODE``): it may stand for
+special data, so withheld as such; shown, an entry withheld before the erasure appeared (a
+substance-use goal beside the goals a coordinator was shown, its plan's agreement with it)."""
 
 
 def is_sensitive_code(value: str) -> bool:

@@ -23,6 +23,7 @@ from casetrail_platform.commands import CommandContext
 from casetrail_platform.policy.guard import REDACTED_KEY
 from cli.rpc import Person
 from events.catalog.cases import DischargeReason
+from events.catalog.erasure import ClientErased
 from events.catalog.monitoring import GoalProgress, ProgressEvaluated, ProgressRating
 from events.catalog.planning import (
     Goal,
@@ -564,3 +565,43 @@ async def test_an_evaluation_of_goals_withheld_from_a_reader_alone_is_not_shown_
     assert await evaluation_seen(query()) == ("", False)
     on_the_day = (PLANNED + H).date().isoformat()
     assert await evaluation_seen(query(WORKER, "direct_care")) == (on_the_day, True)
+
+
+async def test_an_erased_clients_goal_withheld_from_a_reader_stays_withheld(
+    planning: Planning,
+) -> None:
+    """The erasure turns every goal's need into the marker ``erased``, which is no special
+    data by its value: the coordinator, shown the plan agreed to the substance-use goal alone
+    as never agreed, was then shown the goal, the plan agreed and the case active (listed by
+    it), and beside another goal a second entry: told that a goal had been withheld. A need
+    that reads erased may have been special data, so it is withheld as one; the case's worker
+    is still shown the goal."""
+    stub = planning.stub
+    await agreed_plan(planning, "case-p", sober())
+    await agreed_plan(planning, "case-w", goal("goal-walk"), sober())
+
+    async def seen(case_id: str) -> tuple[object, ...]:
+        request = planning_pb2.GetCaseViewRequest(context=query(), case_id=case_id)
+        stage = (await stub.GetCaseView(request)).stage
+        return *await plan_as_seen(planning, case_id, "coordinator"), stage
+
+    async def listed(stage: str) -> list[str]:
+        request = planning_pb2.ListCasesRequest(context=query(), stage=stage)
+        return sorted(case.case_id for case in (await stub.ListCases(request)).cases)
+
+    never_agreed = await seen("case-p")
+    assert never_agreed == (1, 0, "draft", [], "planning")
+    assert await listed("planning") == ["case-p"]
+    for case_id in ("case-p", "case-w"):
+        erased = ClientErased(
+            client_id=f"client-{case_id}", case_ids=(case_id,), request_reference="art-17"
+        )
+        await planning.bus.record(INTAKE, case_id, erased, actor=INTAKE_WORKER)
+
+    assert await seen("case-p") == never_agreed
+    assert await listed("active") == []
+    assert "case-p" in await listed("planning")
+    request = planning_pb2.GetCaseViewRequest(context=query(), case_id="case-w")
+    goals = (await stub.GetCaseView(request)).plan.goals
+    assert len(goals) <= 1, "no more goals than before the erasure"
+    assert await plan_as_seen(planning, "case-p", "worker") == (1, 1, "agreed", ["goal-sober"])
