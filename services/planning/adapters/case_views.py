@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, tzinfo
 
-from casetrail_platform.projections.erasure import CaseErasure, erased_marks, scrubbing
+from casetrail_platform.projections.erasure import CaseErasure, erased_marks, scrub, scrubbing
 from casetrail_platform.projections.port import (
     Document,
     DocumentTransaction,
@@ -124,15 +124,25 @@ class CaseViewProjection(Projection):
         await ERASURE.erase(transaction, erased)
 
 
-SENSITIVE_CODES = frozenset({"presented_needs", "category", "needs", "need_category", "kind"})
+SENSITIVE_CODES = frozenset({"presented_needs", "category", "needs", "need_category"})
 SENSITIVE_TEXTS = frozenset(
     {"statement", "objectives", "description", "service", "criteria", "aftercare"}
 )
 """The keys of a case document (``case_document``) under which the catalog's sensitive values
-are copied: codes (need categories, service kinds) and free text."""
-ERASURE = CaseErasure(
-    CASE_VIEWS, scrubbing(codes=SENSITIVE_CODES, texts=SENSITIVE_TEXTS, settle=settle_erased)
-)
+are copied, at any depth: codes (need categories) and free text."""
+SERVICE_CODES = frozenset({"kind"})
+"""The key of a service's kind, scrubbed in the case's services only: a goal's task names its
+owner's ``kind`` too (the worker, the client, family: no special data, never sealed), which
+scrubbed at any depth read as the marker for good."""
+_FORGET_VALUES = scrubbing(codes=SENSITIVE_CODES, texts=SENSITIVE_TEXTS, settle=settle_erased)
+
+
+def _forget(document: Document) -> None:
+    scrub(document["services"], codes=SERVICE_CODES)
+    _FORGET_VALUES(document)
+
+
+ERASURE = CaseErasure(CASE_VIEWS, _forget)
 
 
 async def retire_old_layout(read_models: ReadModelStore) -> None:

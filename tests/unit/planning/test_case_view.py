@@ -18,7 +18,7 @@ from events.catalog.base import Role
 from events.catalog.cases import CaseClosed, DischargeReason
 from events.catalog.erasure import ClientErased
 from events.catalog.monitoring import ContactKind, GoalProgress, ProgressRating
-from events.catalog.planning import PlanTask, TaskOwner, TaskOwnerKind
+from events.catalog.planning import PlanDrafted, PlanTask, TaskOwner, TaskOwnerKind
 from events.catalog.values import NeedCategory
 from events.envelope import EventMetadata, RecordedEvent
 from services.planning.adapters.case_document import new_document
@@ -67,6 +67,7 @@ from tests.unit.planning.support import (
     query,
     reassigned,
     reopened,
+    scheduled,
 )
 
 PROJECTION = CaseViewProjection()
@@ -517,6 +518,28 @@ async def test_an_erased_case_reads_as_its_rebuild_after_the_erasure(
     assert rebuilt is not None
     assert live["needs"] == ["erased"]
     assert {**live, "case_id": "", "client_id": ""} == {**rebuilt, "case_id": "", "client_id": ""}
+
+
+async def test_an_erasure_keeps_who_carries_a_goals_task(
+    bus: Bus, read_models: ReadModelStore
+) -> None:
+    """The erasure scrubbed every value under ``kind`` at any depth, a service's kind (sealed)
+    and a goal's task owner's alike: who carries the task, no special data and never sealed
+    (the events, audit's plan as seen, still say the worker), read ``erased`` in the case view
+    for good. Only the service's kind is forgotten."""
+    await bus.open_case("case-e")
+    drafted = PlanDrafted(case_id="case-e", plan_id="plan-e", goals=(goal(),))
+    await bus.record(PLANNING, "case-e", drafted, actor=WORKER)
+    await bus.record(COORDINATION, "case-e", scheduled("case-e", "svc-1"))
+    erased = ClientErased(client_id="client-e", case_ids=("case-e",), request_reference="art-17")
+    await bus.record(INTAKE, "case-e", erased, actor=INTAKE_WORKER)
+
+    view = await read_models.get(CASE_VIEWS, "case-e")
+    assert view is not None
+    [task] = view["plan"]["goals"][0]["goal"]["tasks"]
+    assert task["owner"] == {"kind": "worker", "owner_id": "worker-ana"}
+    assert task["description"] == "[erased]"
+    assert [service["kind"] for service in view["services"]] == ["erased"]
 
 
 async def test_a_worker_is_known_by_their_latest_assignment_whatever_the_delivery_order(
