@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from casetrail_platform.bus.kafka_settings import KafkaSettings
 from events.catalog.access import RecordAccessDenied, RecordAccessed
@@ -24,7 +25,7 @@ from events.catalog.monitoring import ContactLogged
 from events.cloudevents import to_kafka_binary
 from events.envelope import RecordedEvent
 from services.caseload import queries
-from services.caseload.domain import OverdueFollowUp
+from services.caseload.domain import OverdueFollowUp, contacts_counted
 from services.caseload.processor import CaseloadApp, build_app
 from services.caseload.settings import CaseloadSettings
 from tests.contract.bus_conftest import delete_topics
@@ -564,13 +565,24 @@ async def test_a_worker_killed_mid_stream_loses_nothing_and_a_rebuild_agrees(
                                 break
                         await asyncio.sleep(0.5)
             held = {}
+            missing: Any = None
             if seen != expected:
                 with contextlib.suppress(Exception):
                     async with asyncio.timeout(10):
                         for w in workers:
                             held[w] = (await get_json(port, f"/caseload/{w}/", auditor))["case_ids"]
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(30):
+                        missing = await missing_in_kafka(
+                            setup.kafka, settings.app_id, setup.topic, events
+                        )
         log_tail = (tmp_path / "second.log").read_text(errors="replace")[-3000:]
-        assert seen == expected, f"{log_tail}\nheld: {held}\n{_differences(seen, expected)}"
+        assert seen == expected, (
+            f"{log_tail}\nheld: {held}\n{_differences(seen, expected)}\n"
+            # Where the count went missing: the committed changelog, the committed facts, or
+            # only the process's memory.
+            f"missing in Kafka: {missing}"
+        )
     rebuilt_settings = replace(setup.settings, app_id=f"{setup.settings.app_id}-rebuilt")
     try:
         async with started(rebuilt_settings) as rebuilt:
@@ -595,6 +607,76 @@ async def test_a_worker_killed_mid_stream_loses_nothing_and_a_rebuild_agrees(
         await delete_topics(
             setup.kafka, await internal_topics(setup.kafka, rebuilt_settings.app_id)
         )
+
+
+async def missing_in_kafka(
+    kafka: KafkaSettings, app_id: str, topic: str, events: list[RecordedEvent]
+) -> str:
+    """Where a count went missing, from what Kafka holds committed (``read_committed``): per
+    ``worker/day`` the changelog's last count and the distinct contacts told in the worker
+    facts, then, for each contact no fact tells, its case event's offset, the group's committed
+    offset of its partition and what the committed case state says it applied."""
+    changelog = f"{app_id}-contacts-per-day-changelog"
+    facts = f"{app_id}-worker-facts"
+    cases = f"{app_id}-cases-changelog"
+    counted: dict[str, int] = {}
+    told: set[str] = set()
+    told_per_day: dict[str, set[str]] = {}
+    case_states: dict[str, Any] = {}
+    offsets: dict[str, tuple[int, int]] = {}
+    reader = AIOKafkaConsumer(
+        bootstrap_servers=kafka.bootstrap_servers,
+        isolation_level="read_committed",
+        enable_auto_commit=False,
+        group_id=app_id,
+    )
+    await reader.start()
+    try:
+        partitions = [
+            TopicPartition(t, p)
+            for t in (changelog, facts, cases, topic)
+            for p in range(PARTITIONS)
+        ]
+        reader.assign(partitions)
+        committed = {p: await reader.committed(TopicPartition(topic, p)) for p in range(PARTITIONS)}
+        await reader.seek_to_beginning(*partitions)
+        ends = await reader.end_offsets(partitions)
+        while [tp for tp, end in ends.items() if await reader.position(tp) < end]:
+            for tp, records in (await reader.getmany(timeout_ms=1000)).items():
+                for record in records:
+                    if tp.topic == changelog and record.value is not None:
+                        worker, (start, _) = json.loads(record.key)
+                        on = datetime.fromtimestamp(start, UTC).date()
+                        counted[f"{worker}/{on}"] = contacts_counted(json.loads(record.value))
+                    elif tp.topic == facts:
+                        fact = json.loads(record.value)
+                        if fact.get("kind") == "contact":
+                            on = datetime.fromtimestamp(fact["occurred_at"], UTC).date()
+                            key = f"{fact['worker_id']}/{on}"
+                            told_per_day.setdefault(key, set()).add(fact["event_id"])
+                            told.add(fact["event_id"])
+                    elif tp.topic == cases and record.value is not None:
+                        case_states[json.loads(record.key)] = json.loads(record.value)
+                    elif tp.topic == topic:
+                        event_id = dict(record.headers or ()).get("ce_id", b"").decode()
+                        offsets[event_id] = (tp.partition, record.offset)
+    finally:
+        await reader.stop()
+    lines = [
+        f"{key}: changelog {counted.get(key, 0)}, facts {len(told_per_day.get(key, ()))}"
+        for key in sorted({*counted, *told_per_day})
+        if counted.get(key, 0) != len(told_per_day.get(key, ()))
+    ]
+    for recorded in events:
+        if isinstance(recorded.event, ContactLogged) and str(recorded.event_id) not in told:
+            state = case_states.get(recorded.subject) or {}
+            lines.append(
+                f"no fact for contact {recorded.event_id} of {recorded.subject}"
+                f" (sequence {recorded.sequence}): at {offsets.get(str(recorded.event_id))},"
+                f" committed offsets {committed}, case state applied {state.get('applied')}"
+                f" beyond {state.get('applied_beyond')}"
+            )
+    return "\n".join(lines) or "nothing missing in Kafka"
 
 
 def _differences(seen: Any, expected: dict[str, Any]) -> str:
