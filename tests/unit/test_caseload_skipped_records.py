@@ -100,3 +100,16 @@ async def test_a_jump_read_again_to_the_same_offset_is_a_gap_in_the_log(
     # The next jump is read again in its turn.
     assert await drained(faust_consumer, fetches, [(FACTS, 127)]) == []
     assert fetches.seeks == [(FACTS, 65), (FACTS, 125)]
+
+
+async def test_a_changelog_read_by_recovery_is_left_to_faust(
+    consumer: tuple[EndOffsetsConsumer, Fetches],
+) -> None:
+    """Recovery keeps its own offsets and takes a record only once, and a changelog holds a
+    marker for each transaction of its history: reading each jump again would cost a fetch
+    per transaction at every restart."""
+    faust_consumer, fetches = consumer
+    changelog = TP(sorted(faust_consumer.app.tables.changelog_topics)[0], 0)
+    faust_consumer._read_offset[changelog] = 10
+    assert await drained(faust_consumer, fetches, [(changelog, 12), (changelog, 13)]) == [12, 13]
+    assert fetches.seeks == []
