@@ -20,7 +20,16 @@ from casetrail.coordination.v1 import coordination_pb2 as co
 from casetrail.intake.v1 import intake_pb2
 from casetrail.planning.v1 import planning_pb2 as pl
 from casetrail_platform.policy.guard import WITHHELD_SECTIONS_KEY
-from cli.rpc import Person, Refusal, command, eventually, query, refused, timestamp
+from cli.rpc import (
+    Person,
+    Refusal,
+    command,
+    eventually,
+    not_known_yet,
+    query,
+    refused,
+    timestamp,
+)
 from cli.walk.story import (
     AUDITOR,
     CASE_MANAGER_ID,
@@ -72,8 +81,9 @@ async def _access_log(
 
 
 def _not_known_yet(refusal: Refusal) -> bool:
-    """Until intake learns the accepted referral over the bus, the partner has no relationship."""
-    return refusal.reason in ("NO_RELATIONSHIP", "CONSENT_REQUIRED")
+    """Until a service learns the case (NOT_FOUND) and the accepted referral over the bus, the
+    partner has no relationship there."""
+    return not_known_yet(refusal) or refusal.reason in ("NO_RELATIONSHIP", "CONSENT_REQUIRED")
 
 
 async def _partner_case(casetrail: Casetrail, scope: tuple[str, ...]) -> Case:
